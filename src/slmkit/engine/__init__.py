@@ -1,0 +1,134 @@
+"""The generation engine: one interface that every backend implements and every caller uses.
+
+Callers (CLI, server, support bot, evals) build a :class:`GenerationRequest` and iterate
+``engine.stream(request)``; each :class:`Chunk` carries new text, and the last one carries
+the finish reason and :class:`GenerationStats`. Closing the iterator early cancels the
+generation. Backends differ only in how they turn token ids into next-token logits; the
+text side (chat template, sampling, incremental detokenizing, stop strings, limits) is shared
+in :mod:`slmkit.engine.sequence` and :mod:`slmkit.engine.sampling`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Protocol
+
+from slmkit.errors import InvalidRequestError
+
+
+@dataclasses.dataclass
+class SamplingParams:
+    """How the next token is picked. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if not 0.0 <= self.temperature <= 10.0:
+            raise InvalidRequestError(f"temperature must be between 0 and 10, got {self.temperature}.", param="temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}.", param="top_p")
+        if self.top_k < 0:
+            raise InvalidRequestError(f"top_k must be >= 0, got {self.top_k}.", param="top_k")
+        if not 0.0 < self.repetition_penalty <= 10.0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}.", param="repetition_penalty"
+            )
+
+
+@dataclasses.dataclass
+class GenerationRequest:
+    """One generation. Give ``messages`` (chat, rendered with the model's chat template) or
+    ``prompt`` (raw text, completed as is)."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 256
+    stop: list[str] = dataclasses.field(default_factory=list)
+    sampling: SamplingParams = dataclasses.field(default_factory=SamplingParams)
+
+    def validate(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise InvalidRequestError("Give exactly one of messages or prompt.")
+        if self.messages is not None:
+            if not self.messages:
+                raise InvalidRequestError("messages must not be empty.", param="messages")
+            for index, message in enumerate(self.messages):
+                if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                    raise InvalidRequestError(f"messages[{index}] needs a string 'content'.", param="messages")
+                if message.get("role") not in ("system", "user", "assistant"):
+                    raise InvalidRequestError(
+                        f"messages[{index}].role must be system, user or assistant, got {message.get('role')!r}.",
+                        param="messages",
+                    )
+        if self.max_new_tokens < 1:
+            raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.", param="max_tokens")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise InvalidRequestError("stop strings must be non-empty strings.", param="stop")
+        self.sampling.validate()
+
+
+@dataclasses.dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens per second after the first one (the prefill is excluded)."""
+        decode_s = self.total_s - self.time_to_first_token_s
+        return (self.completion_tokens - 1) / decode_s if self.completion_tokens > 1 and decode_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        out = dataclasses.asdict(self)
+        out["decode_tokens_per_s"] = self.decode_tokens_per_s
+        return out
+
+
+@dataclasses.dataclass
+class Chunk:
+    """A piece of a stream. ``finish_reason`` ("stop" or "length") and ``stats`` are set
+    on the last chunk only."""
+
+    text: str
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+    stats: GenerationStats | None = None
+
+
+class Engine(Protocol):
+    """What every backend provides."""
+
+    model_name: str
+    context_length: int
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        """Generate for ``request``; closing the iterator cancels the generation."""
+        ...
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens the prompt of ``request`` takes once rendered."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+BACKENDS = ("torch",)
+
+
+def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
+    """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``."""
+    if backend not in ("auto", *BACKENDS):
+        raise InvalidRequestError(f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)}.")
+    from slmkit.engine.torch_backend import TorchEngine
+    from slmkit.references import resolve_hf
+
+    resolved = resolve_hf(reference, progress=progress)
+    return TorchEngine(resolved.path, model_name=resolved.name, **options)

@@ -1,0 +1,48 @@
+"""Pick the next token from logits, the same way on every backend.
+
+Uses transformers' logits processors (the reference implementations users already know from
+``generate``) applied to a single row of logits, with a per-request ``torch.Generator`` so a
+seed reproduces a sample exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from slmkit.engine import SamplingParams
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.greedy = params.temperature == 0.0
+        self.processors = LogitsProcessorList()
+        if params.repetition_penalty != 1.0:
+            self.processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if not self.greedy:
+            self.processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k > 0:
+                self.processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                self.processors.append(TopPLogitsWarper(params.top_p))
+        self.generator = torch.Generator()
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        else:
+            self.generator.seed()
+
+    def __call__(self, logits: torch.Tensor, context_ids: torch.Tensor) -> int:
+        """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` (tokens so far,)."""
+        scores = logits.float().unsqueeze(0)
+        if len(self.processors):
+            scores = self.processors(context_ids.unsqueeze(0), scores)
+        if self.greedy:
+            return int(scores.argmax(dim=-1))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))

@@ -1,0 +1,119 @@
+"""PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from slmkit.engine import Chunk, GenerationRequest
+from slmkit.engine.sampling import Sampler
+from slmkit.engine.sequence import SequenceState
+from slmkit.errors import ContextLengthExceededError, CorruptModelError
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise CorruptModelError(f"Cannot load the tokenizer in {path}: {exc}") from exc
+
+
+def load_causal_lm(path: Path):
+    """Load weights from safetensors only (never pickle), float32, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    if not any(Path(path).glob("*.safetensors")):
+        raise CorruptModelError(f"{path} has no .safetensors weights; slmkit does not load pickle weights.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CorruptModelError(f"Cannot load the model in {path}: {exc}") from exc
+    return model.eval()
+
+
+def end_of_turn_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def render_prompt(tokenizer, request: GenerationRequest) -> list[int]:
+    """Token ids of the prompt: chat messages through the model's chat template, or raw text."""
+    if request.messages is not None:
+        if not tokenizer.chat_template:
+            raise CorruptModelError("This model has no chat template; send a raw prompt instead of messages.")
+        text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(request.prompt)["input_ids"]
+
+
+def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) -> None:
+    if prompt_tokens + max_new_tokens > context_length:
+        over = prompt_tokens + max_new_tokens - context_length
+        raise ContextLengthExceededError(
+            f"The prompt takes {prompt_tokens} tokens and {max_new_tokens} more were asked for, "
+            f"{over} over the model's context of {context_length} tokens. "
+            "Shorten the prompt or lower max_tokens."
+        )
+
+
+class TorchEngine:
+    """One model, one sequence at a time (requests from several threads take turns)."""
+
+    def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        self.path = Path(path)
+        self.model_name = model_name or self.path.name
+        self.tokenizer = load_tokenizer(self.path)
+        self.model = load_causal_lm(self.path)
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
+        self.load_time_s = time.perf_counter() - started
+        self._lock = threading.Lock()
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(render_prompt(self.tokenizer, request))
+
+    def prepare(self, request: GenerationRequest) -> list[int]:
+        """Validate ``request`` and return its prompt ids; raises before any work is done."""
+        request.validate()
+        prompt_ids = render_prompt(self.tokenizer, request)
+        check_context(len(prompt_ids), request.max_new_tokens, self.context_length)
+        return prompt_ids
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        prompt_ids = self.prepare(request)
+        return self._generate(request, prompt_ids)
+
+    def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Iterator[Chunk]:
+        from transformers import DynamicCache
+
+        with self._lock, torch.inference_mode():
+            state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
+            sampler = Sampler(request.sampling)
+            context = torch.tensor(prompt_ids, dtype=torch.long)
+            cache = DynamicCache()
+            logits = self.model(input_ids=context.unsqueeze(0), cache=cache, use_cache=True).logits[0, -1]
+            while True:
+                token = sampler(logits, context)
+                chunk = state.append(token)
+                if chunk.text or chunk.finish_reason:
+                    yield chunk
+                if chunk.finish_reason:
+                    return
+                context = torch.cat([context, torch.tensor([token])])
+                step = torch.tensor([[token]], dtype=torch.long)
+                logits = self.model(input_ids=step, cache=cache, use_cache=True).logits[0, -1]
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,1 @@
+"""Model file formats: reading GGUF into Hugging Face artifacts (and, later, exporting)."""

