@@ -169,7 +169,7 @@ def _copy_hf_directory(source: Path, staging: Path, pickle_suffixes) -> Card:
     parameters = 0
     for path in weights:
         with safe_open(str(path), framework="numpy") as handle:
-            for key in handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
                 shape = handle.get_slice(key).get_shape()
                 count = 1
                 for dim in shape:

@@ -116,6 +116,18 @@ class Engine(Protocol):
         """Tokens the prompt of ``request`` takes once rendered."""
         ...
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of plain ``text`` (no chat template, no special tokens added)."""
+        ...
+
+    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Teacher-forced log-probability of each token after the first, given those before it.
+
+        Returns ``len(token_ids) - 1`` values; ``token_ids`` must fit in the context.
+        This is what perplexity is computed from on every backend.
+        """
+        ...
+
     def close(self) -> None:
         ...
 

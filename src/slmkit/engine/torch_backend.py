@@ -115,5 +115,19 @@ class TorchEngine:
                 step = torch.tensor([[token]], dtype=torch.long)
                 logits = self.model(input_ids=step, cache=cache, use_cache=True).logits[0, -1]
 
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+        if len(token_ids) > self.context_length:
+            raise ContextLengthExceededError(
+                f"{len(token_ids)} tokens do not fit the context of {self.context_length}; score shorter windows."
+            )
+        with self._lock, torch.inference_mode():
+            ids = torch.tensor([token_ids], dtype=torch.long)
+            logits = self.model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+
     def close(self) -> None:
         self.model = None
