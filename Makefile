@@ -24,6 +24,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# Each bench/*.py measures slmkit against a peer in the same run and prints a markdown table;
+# the tables are recorded in docs/benchmarks.md. Not part of the tests.
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
 lint: install
 	$(BIN)/ruff check src tests
 
