@@ -31,7 +31,7 @@ class EmbeddingModel:
             self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         except (OSError, ValueError) as exc:
             raise CorruptModelError(f"Cannot load the embedding model in {path}: {exc}") from exc
-        self.dimensions = self.model.get_sentence_embedding_dimension()
+        self.dimensions = self.model.get_embedding_dimension()
         self.context_length = int(self.model.max_seq_length)
         self.load_time_s = time.perf_counter() - started
         self._lock = threading.Lock()
