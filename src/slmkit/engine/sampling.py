@@ -37,11 +37,12 @@ class Sampler:
         else:
             self.generator.seed()
 
-    def __call__(self, logits: torch.Tensor, context_ids: torch.Tensor) -> int:
-        """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` (tokens so far,)."""
+    def __call__(self, logits: torch.Tensor, context_ids: list[int] | torch.Tensor) -> int:
+        """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far."""
         scores = logits.float().unsqueeze(0)
         if len(self.processors):
-            scores = self.processors(context_ids.unsqueeze(0), scores)
+            context = torch.as_tensor(context_ids, dtype=torch.long)
+            scores = self.processors(context.unsqueeze(0), scores)
         if self.greedy:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores, dim=-1)

@@ -66,9 +66,13 @@ def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) 
 
 
 class TorchEngine:
-    """One model, one sequence at a time (requests from several threads take turns)."""
+    """One model on the CPU. Concurrent requests are decoded together by a
+    :class:`~slmkit.engine.torch_batching.BatchScheduler` (up to ``max_batch_size`` at once)."""
 
-    def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None):
+    def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None,
+                 max_batch_size: int = 8):
+        from slmkit.engine.torch_batching import BatchScheduler
+
         if threads:
             torch.set_num_threads(threads)
         started = time.perf_counter()
@@ -78,8 +82,10 @@ class TorchEngine:
         self.model = load_causal_lm(self.path)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
-        self.load_time_s = time.perf_counter() - started
+        self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self._lock = threading.Lock()
+        self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size)
+        self.load_time_s = time.perf_counter() - started
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))
@@ -92,28 +98,11 @@ class TorchEngine:
         return prompt_ids
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        from slmkit.engine.torch_batching import Slot
+
         prompt_ids = self.prepare(request)
-        return self._generate(request, prompt_ids)
-
-    def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Iterator[Chunk]:
-        from transformers import DynamicCache
-
-        with self._lock, torch.inference_mode():
-            state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-            sampler = Sampler(request.sampling)
-            context = torch.tensor(prompt_ids, dtype=torch.long)
-            cache = DynamicCache()
-            logits = self.model(input_ids=context.unsqueeze(0), cache=cache, use_cache=True).logits[0, -1]
-            while True:
-                token = sampler(logits, context)
-                chunk = state.append(token)
-                if chunk.text or chunk.finish_reason:
-                    yield chunk
-                if chunk.finish_reason:
-                    return
-                context = torch.cat([context, torch.tensor([token])])
-                step = torch.tensor([[token]], dtype=torch.long)
-                logits = self.model(input_ids=step, cache=cache, use_cache=True).logits[0, -1]
+        state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
+        return self.scheduler.submit(Slot(state, Sampler(request.sampling)))
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -130,4 +119,5 @@ class TorchEngine:
             return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.model = None

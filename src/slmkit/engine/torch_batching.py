@@ -1,0 +1,199 @@
+"""Continuous batching for the PyTorch backend.
+
+One scheduler thread per engine owns the model. Requests join a running batch as soon as
+their prompt is prefilled (each prompt alone, so prompts of any length mix), are decoded
+together one token per step with their own sampling settings, stops and limits, and leave
+the batch the step they finish or their caller stops listening. Sequences of different
+lengths share one left-padded KV cache; an attention mask hides the padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+
+import torch
+
+from slmkit.engine import Chunk
+from slmkit.engine.sampling import Sampler
+from slmkit.engine.sequence import SequenceState
+
+_DONE = object()
+
+
+@dataclasses.dataclass
+class Slot:
+    """One request inside the scheduler."""
+
+    state: SequenceState
+    sampler: Sampler
+    output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    cancelled: bool = False
+    last_token: int = 0
+
+
+class EngineStoppedError(RuntimeError):
+    pass
+
+
+class BatchScheduler:
+    def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8):
+        self.model = model
+        self.model_lock = model_lock
+        self.max_batch_size = max_batch_size
+        self.pending: queue.Queue[Slot] = queue.Queue()
+        self.active: list[Slot] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # (batch, cached length): 1 = real token, 0 = padding
+        self.error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="slmkit-batch-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- caller side -------------------------------------------------------------------
+    def submit(self, slot: Slot) -> Iterator[Chunk]:
+        if self.error is not None or self._stopping:
+            raise EngineStoppedError("The engine has stopped; restart it.") from self.error
+        self.pending.put(slot)
+        return self._drain(slot)
+
+    @staticmethod
+    def _drain(slot: Slot) -> Iterator[Chunk]:
+        try:
+            while True:
+                item = slot.output.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise EngineStoppedError(f"Generation failed: {item}") from item
+                yield item
+        finally:
+            slot.cancelled = True  # the caller stopped listening: free the slot at the next step
+
+    @property
+    def queue_depth(self) -> int:
+        return self.pending.qsize()
+
+    @property
+    def active_count(self) -> int:
+        return len(self.active)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.pending.put(None)  # wake the thread
+        self._thread.join(timeout=10)
+
+    # -- scheduler thread --------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._admit(block=not self.active)
+                if self.active:
+                    self._decode_step()
+        except BaseException as exc:  # noqa: BLE001 - report any failure to every waiting caller
+            self.error = exc
+            for slot in self.active:
+                slot.output.put(exc)
+            while not self.pending.empty():
+                slot = self.pending.get_nowait()
+                if slot is not None:
+                    slot.output.put(exc)
+
+    def _admit(self, block: bool) -> None:
+        while len(self.active) < self.max_batch_size:
+            try:
+                slot = self.pending.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            if slot is None:
+                return
+            block = False
+            if slot.cancelled:
+                continue
+            self._prefill(slot)
+
+    def _prefill(self, slot: Slot) -> None:
+        from transformers import DynamicCache
+
+        ids = torch.tensor([slot.state.prompt_ids], dtype=torch.long)
+        cache = DynamicCache()
+        with self.model_lock, torch.inference_mode():
+            logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
+        if self._emit(slot, logits):
+            return
+        self._join_batch(slot, cache)
+
+    def _emit(self, slot: Slot, logits: torch.Tensor) -> bool:
+        """Sample the slot's next token and send its chunk; True when the slot is finished."""
+        token = slot.sampler(logits, slot.state.all_ids)
+        slot.last_token = token
+        chunk = slot.state.append(token)
+        if chunk.text or chunk.finish_reason:
+            slot.output.put(chunk)
+        if chunk.finish_reason:
+            slot.output.put(_DONE)
+            return True
+        return False
+
+    def _join_batch(self, slot: Slot, cache) -> None:
+        """Add a prefilled sequence to the running batch, left-padding whichever is shorter."""
+        new_length = cache.get_seq_length()
+        new_mask = torch.ones(1, new_length, dtype=torch.long)
+        if not self.active:
+            self.cache, self.mask, self.active = cache, new_mask, [slot]
+            return
+        length = self.mask.shape[1]
+        if new_length < length:
+            _left_pad_cache(cache, length - new_length)
+            new_mask = torch.cat([torch.zeros(1, length - new_length, dtype=torch.long), new_mask], dim=1)
+        elif new_length > length:
+            _left_pad_cache(self.cache, new_length - length)
+            pad = torch.zeros(self.mask.shape[0], new_length - length, dtype=torch.long)
+            self.mask = torch.cat([pad, self.mask], dim=1)
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+        self.mask = torch.cat([self.mask, new_mask], dim=0)
+        self.active.append(slot)
+
+    def _decode_step(self) -> None:
+        keep = [i for i, slot in enumerate(self.active) if not slot.cancelled]
+        if len(keep) < len(self.active):
+            self._select(keep)
+            if not self.active:
+                return
+        tokens = torch.tensor([[slot.last_token] for slot in self.active], dtype=torch.long)
+        self.mask = torch.cat([self.mask, torch.ones(len(self.active), 1, dtype=torch.long)], dim=1)
+        positions = (self.mask.sum(dim=1, keepdim=True) - 1)
+        with self.model_lock, torch.inference_mode():
+            logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+                                cache=self.cache, use_cache=True).logits[:, -1]
+        finished = [self._emit(slot, logits[row]) for row, slot in enumerate(self.active)]
+        if any(finished):
+            self._select([i for i, done in enumerate(finished) if not done])
+
+    def _select(self, rows: list[int]) -> None:
+        """Keep only ``rows`` of the batch and drop padding columns no sequence needs any more."""
+        self.active = [self.active[i] for i in rows]
+        if not self.active:
+            self.cache, self.mask = None, None
+            return
+        index = torch.tensor(rows, dtype=torch.long)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        unused = int((self.mask.cumsum(dim=1) == 0).all(dim=0).sum())
+        if unused:
+            self.mask = self.mask[:, unused:]
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, unused:]
+                layer.values = layer.values[:, :, unused:]
+
+
+def _left_pad_cache(cache, amount: int) -> None:
+    for layer in cache.layers:
+        batch, heads, _, dim = layer.keys.shape
+        pad = torch.zeros(batch, heads, amount, dim, dtype=layer.keys.dtype)
+        layer.keys = torch.cat([pad, layer.keys], dim=2)
+        layer.values = torch.cat([pad.clone(), layer.values], dim=2)
