@@ -23,6 +23,9 @@ app = typer.Typer(
 VERB_MODULES = [
     "generate",  # slm generate, slm chat
     "models",  # slm models list|show|import|rm
+    "kb",  # slm kb ingest|list|show|rm|search|ask|eval
+    "serve",  # slm serve
+    "train",  # slm pretrain, slm finetune, slm eval
 ]
 for _module in VERB_MODULES:
     importlib.import_module(f"slmkit.cli.{_module}").register(app)

@@ -75,7 +75,7 @@ def generate(
 
 
 def chat(
-    model: Annotated[str, typer.Argument(help="Model reference (default: smollm2-135m).")] = "smollm2-135m",
+    model: Annotated[str | None, typer.Argument(help="Model reference (default: smollm2-135m; with --url, the server's first model).")] = None,  # noqa: E501
     system: System = None,
     max_tokens: MaxTokens = 512,
     temperature: Temperature = 0.0,
@@ -84,15 +84,23 @@ def chat(
     repetition_penalty: RepetitionPenalty = 1.0,
     seed: Seed = None,
     backend: Backend = "auto",
+    url: Annotated[str | None, typer.Option(help="Chat with a running server instead (e.g. http://127.0.0.1:8000).")] = None,  # noqa: E501
+    api_key: Annotated[str | None, typer.Option(envvar="SLM_API_KEY", help="API key for --url.")] = None,
 ) -> None:
     """Chat with a model in the terminal. Type /reset to forget the conversation, /exit to quit.
 
     Example: [bold]slm chat smollm2-135m --system "Answer in one sentence."[/bold]
+    or, against a server: [bold]slm chat --url http://127.0.0.1:8000[/bold]
     """
     from slmkit.chat import Conversation
     from slmkit.engine import SamplingParams
 
-    engine = load_with_progress(model, backend)
+    if url:
+        from slmkit.client import RemoteEngine
+
+        engine = RemoteEngine(url, model=model, api_key=api_key)
+    else:
+        engine = load_with_progress(model or "smollm2-135m", backend)
     conversation = Conversation(engine, system=system, max_new_tokens=max_tokens,
                                 sampling=SamplingParams(temperature, top_p, top_k, repetition_penalty, seed))
     err.print(f"[bold]{engine.model_name}[/bold] ready. /reset clears the history, /exit quits.")

@@ -54,13 +54,14 @@ class BatchScheduler:
 
     # -- caller side -------------------------------------------------------------------
     def submit(self, slot: Slot) -> Iterator[Chunk]:
+        """The slot's chunks. It joins the queue when iteration starts, so a stream that is
+        created but never read costs nothing."""
         if self.error is not None or self._stopping:
             raise EngineStoppedError("The engine has stopped; restart it.") from self.error
-        self.pending.put(slot)
         return self._drain(slot)
 
-    @staticmethod
-    def _drain(slot: Slot) -> Iterator[Chunk]:
+    def _drain(self, slot: Slot) -> Iterator[Chunk]:
+        self.pending.put(slot)
         try:
             while True:
                 item = slot.output.get()

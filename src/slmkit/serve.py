@@ -1,0 +1,45 @@
+"""``slm serve``: run the OpenAI-compatible server with uvicorn."""
+
+from __future__ import annotations
+
+import re
+
+from slmkit.errors import InvalidRequestError
+from slmkit.server.settings import ServerSettings
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1024, "m": 1e6, "mb": 1e6, "mib": 1024**2,
+          "g": 1e9, "gb": 1e9, "gib": 1024**3, "t": 1e12, "tb": 1e12, "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '512MiB', '1000000' -> bytes."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else None
+    if not match or unit not in _UNITS:
+        raise InvalidRequestError(f"Cannot read {text!r} as a size: write e.g. 2GB, 512MiB or a number of bytes.")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def banner(settings: ServerSettings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}"
+    auth = ' -H "Authorization: Bearer $SLM_API_KEY"' if settings.api_keys else ""
+    model = settings.models[0] if settings.models else "MODEL"
+    return (
+        f"slmkit server on {url}  (web chat: {url}/ , API: {url}/v1 , docs: {url}/docs)\n"
+        f"models: {', '.join(settings.models)}; embeddings: {', '.join(settings.embedding_models)}\n"
+        f"try:\n  curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}], "
+        f"\"stream\": true}}'"
+    )
+
+
+def serve(settings: ServerSettings) -> None:
+    """Serve until interrupted; SIGTERM drains in-flight requests for ``drain_timeout_s``."""
+    import uvicorn
+
+    from slmkit.server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.drain_timeout_s), server_header=False)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server (`slm serve`): FastAPI app, model pool, security, metrics."""
