@@ -1,0 +1,222 @@
+"""`slm kb ingest|list|show|rm|search|ask|eval`: the support bot over your own documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slmkit.cli.common import JsonFlag, MaxTokens, err, human_bytes, load_with_progress, out, quiet_libraries
+
+kb_app = typer.Typer(help="Knowledge bases: answer questions from your own documents, with sources.",
+                     no_args_is_help=True)
+KbName = Annotated[str, typer.Argument(help="Knowledge base name (stored as $SLM_HOME/kb/NAME.sqlite).")]
+AnswerModel = Annotated[str, typer.Option("--model", "-m", help="Model that writes the answers.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(kb_app, name="kb")
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+@kb_app.command("ingest")
+def kb_ingest(name: KbName,
+              paths: Annotated[list[Path], typer.Argument(help="Files or folders of .md, .txt, .html, .pdf documents.")],
+              json_output: JsonFlag = False) -> None:
+    """Add documents to a knowledge base (created if new); re-running updates only changed files.
+
+    Example: [bold]slm kb ingest support ./docs[/bold]
+    """
+    import dataclasses
+
+    quiet_libraries()
+    from slmkit.kb.index import ingest
+
+    with _progress_bar() as progress:
+        task = progress.add_task("Reading", total=None)
+        report = ingest(name, paths, progress=lambda step, done, total: progress.update(
+            task, description=step[:60], completed=done, total=total))
+    if json_output:
+        print(json.dumps({**dataclasses.asdict(report), "path": str(report.path)}, indent=2))
+        return
+    out.print(f"[bold]{name}[/bold]: {len(report.added)} added, {len(report.updated)} updated, "
+              f"{len(report.unchanged)} unchanged, {len(report.removed)} removed; "
+              f"{report.chunks_embedded} chunks embedded in {report.seconds:.1f} s")
+    for document, message in report.errors.items():
+        err.print(f"[yellow]skipped[/yellow] {document}: {message}", highlight=False)
+
+
+@kb_app.command("list")
+def kb_list(json_output: JsonFlag = False) -> None:
+    """List knowledge bases.
+
+    Example: [bold]slm kb list[/bold]
+    """
+    from rich.table import Table
+
+    from slmkit.kb.index import list_kbs
+
+    kbs = list_kbs()
+    if json_output:
+        print(json.dumps([{"name": k.name, "path": str(k.path), "documents": k.documents, "chunks": k.chunks,
+                           "size_bytes": k.size_bytes} for k in kbs], indent=2))
+        return
+    table = Table("name", "documents", "chunks", "size")
+    for k in kbs:
+        table.add_row(k.name, str(k.documents), str(k.chunks), human_bytes(k.size_bytes))
+    out.print(table)
+
+
+@kb_app.command("show")
+def kb_show(name: KbName, json_output: JsonFlag = False) -> None:
+    """Show a knowledge base's documents and chunk counts.
+
+    Example: [bold]slm kb show support[/bold]
+    """
+    from rich.table import Table
+
+    from slmkit.kb.index import kb_documents, kb_info
+
+    info, documents = kb_info(name), kb_documents(name)
+    if json_output:
+        print(json.dumps({"name": name, "path": str(info.path), "chunks": info.chunks,
+                          "embedding_model": info.embedding_model, "documents": documents}, indent=2))
+        return
+    out.print(f"[bold]{name}[/bold] ({info.path}, {human_bytes(info.size_bytes)}, embeddings: {info.embedding_model})")
+    table = Table("document", "chunks", "size", "sha256")
+    for d in documents:
+        table.add_row(d["name"], str(d["chunks"]), human_bytes(d["size_bytes"]), d["sha256"][:12])
+    out.print(table)
+
+
+@kb_app.command("rm")
+def kb_rm(name: KbName) -> None:
+    """Delete a knowledge base (the documents themselves are not touched).
+
+    Example: [bold]slm kb rm support[/bold]
+    """
+    from slmkit.kb.index import remove_kb
+
+    out.print(f"Removed {name} ({remove_kb(name)})")
+
+
+@kb_app.command("search")
+def kb_search(name: KbName, query: Annotated[str, typer.Argument(help="What to look for.")],
+              k: Annotated[int, typer.Option("-k", help="How many chunks to show.")] = 5,
+              json_output: JsonFlag = False) -> None:
+    """Show the chunks hybrid retrieval (BM25 + embeddings, fused by rank) finds for a query.
+
+    Example: [bold]slm kb search support "reset password"[/bold]
+    """
+    quiet_libraries()
+    from slmkit.kb.retrieve import search
+
+    hits = search(name, query, k=k)
+    sources = [h.source(n, snippet_chars=300) | {"bm25_rank": h.bm25_rank, "vector_rank": h.vector_rank}
+               for n, h in enumerate(hits, start=1)]
+    if json_output:
+        print(json.dumps(sources, indent=2))
+        return
+    for s in sources:
+        where = s["file"] + (f" p.{s['page']}" if s["page"] else "")
+        out.print(f"[bold][{s['n']}][/bold] {where} § {s['section']}  [dim]rrf {s['score']:.4f}, cosine "
+                  f"{s['similarity']:.3f}, bm25 #{s['bm25_rank'] or '-'}, vector #{s['vector_rank'] or '-'}[/dim]",
+                  highlight=False)
+        out.print(f"    {s['snippet']}", highlight=False)
+
+
+def _print_sources(sources: list[dict]) -> None:
+    for s in sources:
+        page = f" p.{s['page']}" if s["page"] else ""
+        err.print(f"[dim][{s['n']}] {s['file']}{page} § {s['section']}[/dim]", highlight=False)
+
+
+@kb_app.command("ask")
+def kb_ask(name: KbName,
+           question: Annotated[str | None, typer.Argument(help="The question; leave out to chat (follow-ups use the conversation).")] = None,  # noqa: E501
+           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, json_output: JsonFlag = False) -> None:
+    """Answer from the knowledge base with numbered sources, or say it does not know.
+
+    Example: [bold]slm kb ask support "How do I reset my password?"[/bold]
+    """
+    from slmkit.generate import collect
+    from slmkit.kb.answer import answer_stream
+
+    engine = load_with_progress(model)
+    messages: list[dict] = []
+    while True:
+        text = question if question is not None else _read_line()
+        if text is None:
+            return
+        messages.append({"role": "user", "content": text})
+        answer = answer_stream(name, messages, engine, max_new_tokens=max_tokens)
+        if json_output:
+            result = collect(answer.chunks)
+            print(json.dumps({"answer": result.text, "abstained": answer.abstained, "confidence": answer.confidence,
+                              "query": answer.query, "sources": answer.sources, **result.stats.as_dict()}))
+            return
+        parts = []
+        for chunk in answer.chunks:
+            parts.append(chunk.text)
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(parts)})
+        if not answer.abstained:
+            _print_sources(answer.sources)
+        if question is not None:
+            return
+
+
+def _read_line() -> str | None:
+    try:
+        text = input(">>> ").strip()
+    except EOFError:
+        return None
+    return None if text in ("/exit", "/quit", "/bye") else text or _read_line()
+
+
+@kb_app.command("eval")
+def kb_eval(name: KbName, qa_file: Annotated[Path, typer.Argument(help="JSONL: question, answer_keywords, source.")],
+            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64,
+            details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
+            json_output: JsonFlag = False) -> None:
+    """Measure retrieval recall@1/@5, answer accuracy, abstention and latency on a QA file.
+
+    Example: [bold]slm kb eval pydoc examples/pydoc-kb/qa.jsonl[/bold]
+    """
+    import dataclasses
+
+    from rich.table import Table
+
+    from slmkit.kb.evaluate import evaluate
+
+    engine = load_with_progress(model)
+    with _progress_bar() as progress:
+        task = progress.add_task("Questions", total=None)
+        report = evaluate(name, qa_file, engine, max_new_tokens=max_tokens,
+                          progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if details:
+        details.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in report.results), encoding="utf-8")
+    if json_output:
+        print(json.dumps(report.summary(), indent=2))
+        return
+    table = Table("metric", "value", title=f"{name} with {report.model}: {report.answerable} answerable + "
+                                           f"{report.unanswerable} unanswerable questions")
+    for label, value in (("retrieval recall@1", report.recall_at_1), ("retrieval recall@5", report.recall_at_5),
+                         ("answer accuracy", report.answer_accuracy),
+                         ("abstention on unanswerable", report.abstention_rate),
+                         ("false abstention on answerable", report.false_abstention_rate)):
+        table.add_row(label, f"{value:.3f}")
+    table.add_row("latency p50", f"{report.latency_p50_s:.2f} s")
+    table.add_row("latency p95", f"{report.latency_p95_s:.2f} s")
+    out.print(table)

@@ -1,0 +1,308 @@
+"""Reading documents into chunks: Markdown, plain text, HTML and PDF.
+
+Each file becomes a list of :class:`Section` (a heading path and its text, a page for PDF),
+cleaned of markup and navigation boilerplate, and each section is split into
+:class:`ChunkText` pieces of at most ``max_chars`` characters along paragraph boundaries.
+PDFs are parsed in a child process with a time and memory cap, because a hostile PDF can
+make a parser spin or allocate without bound; a file that fails becomes a
+:class:`DocumentError` for that file only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+import re
+from pathlib import Path
+
+from slmkit.errors import SlmError
+
+SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".rst": "text",
+            ".html": "html", ".htm": "html", ".pdf": "pdf"}
+MAX_FILE_BYTES = 50 * 1024 * 1024
+PDF_TIMEOUT_S = 30.0
+PDF_MEMORY_BYTES = 1 << 30
+MAX_CHUNK_CHARS = 700
+
+
+class DocumentError(SlmError):
+    """One document could not be read; the rest of the batch still ingests."""
+
+
+@dataclasses.dataclass
+class Section:
+    titles: list[str]
+    text: str
+    page: int | None = None
+
+
+@dataclasses.dataclass
+class ChunkText:
+    section: str  # title path, "A > B > C"
+    text: str
+    position: int  # order of the chunk in its document
+    page: int | None = None
+
+    @property
+    def chunk_id(self) -> str:
+        """Stable across re-ingests of the same content: the same document gives the same ids."""
+        key = f"{self.position}\x00{self.section}\x00{self.page}\x00{self.text}"
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def find_documents(paths: list[Path]) -> list[tuple[Path, Path]]:
+    """Supported files under ``paths`` as (file, root it was found under), sorted, hidden files skipped."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            found.append((path.resolve(), path.resolve().parent))
+        elif path.is_dir():
+            root = path.resolve()
+            for file in sorted(root.rglob("*")):
+                relative = file.relative_to(root)
+                if file.is_file() and file.suffix.lower() in SUFFIXES \
+                        and not any(part.startswith(".") for part in relative.parts):
+                    found.append((file, root))
+        else:
+            raise DocumentError(f"{path} does not exist. Give files or folders of .md, .txt, .html or .pdf documents.")
+    return found
+
+
+def read_sections(file: Path) -> list[Section]:
+    """The sections of one document; raises :class:`DocumentError` if it cannot be read."""
+    kind = SUFFIXES.get(file.suffix.lower())
+    if kind is None:
+        raise DocumentError(f"{file.name}: unsupported file type; use .md, .txt, .html or .pdf.")
+    size = file.stat().st_size
+    if size == 0:
+        raise DocumentError(f"{file.name}: the file is empty.")
+    if size > MAX_FILE_BYTES:
+        raise DocumentError(f"{file.name}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit per document.")
+    if kind == "pdf":
+        return read_pdf_isolated(file)
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{file.name}: not valid UTF-8 (byte {exc.start}); convert the file to UTF-8.") from exc
+    if kind == "html":
+        text = html_to_markdown(text)
+    elif kind == "text":
+        text = underlined_headings_to_markdown(text)
+    return markdown_sections(text, default_title=file.stem)
+
+
+# --- Markdown and text ---------------------------------------------------------------------
+
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+UNDERLINE = re.compile(r"^([=\-*~^#])\1{2,}\s*$")
+UNDERLINE_LEVELS = {"*": 1, "=": 2, "-": 3, "~": 4, "^": 5, "#": 1}
+
+
+def underlined_headings_to_markdown(text: str) -> str:
+    """Turn reStructuredText-style headings (a line underlined with ===, ---, ***) into # headings."""
+    lines = text.splitlines()
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        match = UNDERLINE.match(following)
+        if line.strip() and match and len(following.strip()) >= len(line.strip()) - 2 and not line.startswith(" "):
+            out.append("#" * UNDERLINE_LEVELS[match.group(1)] + " " + line.strip())
+            index += 2
+            continue
+        out.append(line)
+        index += 1
+    return "\n".join(out)
+
+
+def markdown_sections(text: str, default_title: str) -> list[Section]:
+    """Split Markdown at headings, keeping the path of enclosing headings for each part."""
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    body: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        content = clean_text("\n".join(body))
+        if content:
+            sections.append(Section([t for _, t in stack] or [default_title], content))
+        body.clear()
+
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+        match = None if in_fence else HEADING.match(line)
+        if match:
+            flush()
+            level = len(match.group(1))
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, strip_inline_markdown(match.group(2))))
+        else:
+            body.append(line)
+    flush()
+    return sections
+
+
+def strip_inline_markdown(text: str) -> str:
+    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images keep only their alt text
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links keep their label
+    return text.replace("**", "").replace("__", "").strip()
+
+
+def clean_text(text: str) -> str:
+    """Drop HTML comments and link targets, normalize whitespace, keep paragraph breaks."""
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)  # hidden comments are not document text
+    text = strip_inline_markdown(text)
+    text = text.replace("\x00", "")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+# --- HTML ----------------------------------------------------------------------------------
+
+BOILERPLATE_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe",
+                    "svg", "template", "button"]
+HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+
+
+def html_to_markdown(html: str) -> str:
+    """Main text of a page as Markdown headings and paragraphs, without navigation or hidden parts."""
+    from bs4 import BeautifulSoup, Comment
+
+    soup = BeautifulSoup(html, "html.parser")
+    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+        comment.extract()
+    for tag in soup.find_all(BOILERPLATE_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo"]}):
+        tag.decompose()
+    for tag in soup.find_all(style=HIDDEN_STYLE):
+        tag.decompose()
+    for tag in soup.find_all(hidden=True):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    for level in range(1, 7):
+        for tag in root.find_all(f"h{level}"):
+            tag.replace_with(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n")
+    for tag in root.find_all(["p", "div", "li", "pre", "tr", "br", "section", "table", "blockquote"]):
+        tag.insert_before("\n\n" if tag.name not in ("li", "br", "tr") else "\n")
+    text = root.get_text()
+    return re.sub(r"[ \t]+", " ", text)
+
+
+# --- PDF -----------------------------------------------------------------------------------
+
+
+def read_pdf_pages(file: Path) -> list[Section]:
+    """Pages of a PDF as sections titled by the file name (runs inside the isolated child)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(file))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(f"{file.name}: the PDF is encrypted; save an unencrypted copy and ingest that.")
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = clean_text(page.extract_text() or "")
+            if text:
+                sections.append(Section([file.stem], text, page=number))
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+            NotImplementedError, OSError, ZeroDivisionError) as exc:
+        message = str(exc).split("\n")[0][:200]
+        raise DocumentError(f"{file.name}: not a readable PDF ({type(exc).__name__}: {message}).") from exc
+    return sections
+
+
+def _pdf_child(file: str, connection) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
+    try:
+        connection.send(("ok", read_pdf_pages(Path(file))))
+    except DocumentError as exc:
+        connection.send(("error", exc.message))
+    except MemoryError:
+        connection.send(("error", f"{Path(file).name}: reading the PDF needed more than "
+                                  f"{PDF_MEMORY_BYTES >> 20} MB; it is likely malformed or a decompression bomb."))
+    except Exception as exc:  # a parser bug on hostile input must not take down the batch
+        connection.send(("error", f"{Path(file).name}: the PDF parser failed ({type(exc).__name__})."))
+
+
+def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[Section]:
+    """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory."""
+    # forkserver, not fork: forking a process that already runs torch's thread pools can crash
+    # the child; the fork server is a clean process started once, so each PDF costs one fork.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["slmkit.kb.ingest"])
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_pdf_child, args=(str(file), sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.")
+        status, payload = receiver.recv()
+    except EOFError as exc:
+        raise DocumentError(f"{file.name}: the PDF reader crashed; the file is likely malformed.") from exc
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        receiver.close()
+    if status == "error":
+        raise DocumentError(payload)
+    return payload
+
+
+# --- chunking ------------------------------------------------------------------------------
+
+
+def split_long(paragraph: str, max_chars: int) -> list[str]:
+    """Split one paragraph at sentence ends (or spaces) into pieces of at most ``max_chars``."""
+    if len(paragraph) <= max_chars:
+        return [paragraph]
+    pieces, current = [], ""
+    for sentence in re.split(r"(?<=[.!?:])\s+", paragraph):
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(" ", 0, max_chars)
+            cut = cut if cut > max_chars // 2 else max_chars
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if current and len(current) + 1 + len(sentence) > max_chars:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}".strip()
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def chunk_sections(sections: list[Section], max_chars: int = MAX_CHUNK_CHARS) -> list[ChunkText]:
+    """Pack each section's paragraphs into chunks of at most ``max_chars``; chunks never span sections."""
+    chunks: list[ChunkText] = []
+    for section in sections:
+        title = " > ".join(section.titles)
+        current = ""
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", section.text) if p.strip()]
+        for paragraph in (piece for p in paragraphs for piece in split_long(p, max_chars)):
+            if current and len(current) + 2 + len(paragraph) > max_chars:
+                chunks.append(ChunkText(title, current, len(chunks), section.page))
+                current = paragraph
+            else:
+                current = f"{current}\n\n{paragraph}" if current else paragraph
+        if current:
+            chunks.append(ChunkText(title, current, len(chunks), section.page))
+    return chunks
