@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from slmkit.errors import CorruptModelError, ModelNotFoundError, UnsafeModelFileError
+from slmkit.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError, UnsafeModelFileError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -45,7 +45,8 @@ DEFAULT_EMBEDDING_MODEL = "minilm-l6"
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedModel:
-    """A model on disk. ``format`` is "hf" (a directory) or "gguf" (a file)."""
+    """A model on disk. ``format`` is "hf" (a directory), "gguf" (a file; for a GGUF export
+    directory, the file inside it) or "onnx" (an ONNX export directory)."""
 
     name: str
     path: Path
@@ -85,7 +86,7 @@ def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> R
     if path.exists() or looks_like_path:
         return resolve_path(path)
     if models.NAME_PATTERN.match(text) and (models.models_dir() / text).is_dir():
-        return ResolvedModel(text, models.models_dir() / text, "hf")
+        return resolve_path(models.models_dir() / text)
     if text in BUILTIN_MODELS:
         return _resolve_builtin(text, progress)
     raise ModelNotFoundError(
@@ -106,9 +107,32 @@ def resolve_path(path: Path) -> ResolvedModel:
                 "Convert it to safetensors with the tool that made it."
             )
         raise ModelNotFoundError(f"{path} is not a model: expected a .gguf file or a Hugging Face directory.")
+    export = _resolve_export_directory(path)
+    if export is not None:
+        return export
     if not (path / "config.json").exists():
         raise CorruptModelError(f"{path} is not a Hugging Face model directory: it has no config.json.")
     return ResolvedModel(path.resolve().name, path.resolve(), "hf")
+
+
+def _resolve_export_directory(path: Path) -> ResolvedModel | None:
+    """An ``slm export`` directory: GGUF (its ``model.gguf``) or ONNX (the directory), by its
+    card's format, or by its files when it has no card (an ONNX folder without safetensors)."""
+    from slmkit.artifact import read_card
+
+    card = read_card(path)
+    fmt = card.format if card else None
+    if fmt is None and (path / "model.onnx").is_file() and not any(path.glob("*.safetensors")):
+        fmt = "onnx"
+    name = path.resolve().name
+    if fmt == "gguf":
+        files = sorted(path.glob("*.gguf"))
+        if len(files) != 1:
+            raise CorruptModelError(f"{path} is a GGUF export but holds {len(files)} .gguf files; expected one.")
+        return ResolvedModel(name, files[0].resolve(), "gguf")
+    if fmt == "onnx":
+        return ResolvedModel(name, path.resolve(), "onnx")
+    return None
 
 
 def _resolve_builtin(name: str, progress: Callable | None) -> ResolvedModel:
@@ -139,6 +163,11 @@ def _resolve_hf_cache(repo_id: str) -> ResolvedModel:
 def resolve_hf(reference: str | os.PathLike, progress: Callable | None = None) -> ResolvedModel:
     """Like :func:`resolve`, but always a Hugging Face directory: GGUF files are imported."""
     resolved = resolve(reference, progress)
+    if resolved.format == "onnx":
+        raise InvalidRequestError(
+            f"{resolved.name} is an ONNX export: run it with --backend onnxruntime, "
+            "or name the model it was exported from."
+        )
     if resolved.format == "gguf":
         from slmkit.artifact import file_sha256
         from slmkit.models import import_model

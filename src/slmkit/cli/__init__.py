@@ -26,6 +26,7 @@ VERB_MODULES = [
     "kb",  # slm kb ingest|list|show|rm|search|ask|eval
     "serve",  # slm serve
     "train",  # slm pretrain, slm finetune, slm eval
+    "export",  # slm export gguf|onnx|docker, slm bench
 ]
 for _module in VERB_MODULES:
     importlib.import_module(f"slmkit.cli.{_module}").register(app)

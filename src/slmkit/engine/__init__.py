@@ -132,15 +132,43 @@ class Engine(Protocol):
         ...
 
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "llamacpp", "onnxruntime")
+# The backend each artifact format runs on fastest; "auto" picks it.
+FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
 
 
 def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
-    """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``."""
+    """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``.
+
+    ``auto`` runs a GGUF file or export on llama.cpp, an ONNX export on ONNX Runtime and an HF
+    directory on PyTorch. ``torch`` also runs a GGUF (imported into the store first).
+    """
     if backend not in ("auto", *BACKENDS):
         raise InvalidRequestError(f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)}.")
+    from slmkit.references import resolve, resolve_hf
+
+    resolved = resolve(reference, progress=progress)
+    if backend == "auto":
+        backend = FORMAT_BACKENDS[resolved.format]
+    if backend == "llamacpp":
+        if resolved.format != "gguf":
+            raise InvalidRequestError(
+                f"{resolved.name} is not GGUF; the llamacpp backend runs .gguf files. "
+                f"Export it first: slm export gguf {reference}"
+            )
+        from slmkit.engine.llamacpp_backend import LlamaCppEngine
+
+        return LlamaCppEngine(resolved.path, model_name=resolved.name, **options)
+    if backend == "onnxruntime":
+        if resolved.format != "onnx":
+            raise InvalidRequestError(
+                f"{resolved.name} is not an ONNX export; the onnxruntime backend runs those. "
+                f"Export it first: slm export onnx {reference}"
+            )
+        from slmkit.engine.onnx_backend import OnnxEngine
+
+        return OnnxEngine(resolved.path, model_name=resolved.name, **options)
     from slmkit.engine.torch_backend import TorchEngine
-    from slmkit.references import resolve_hf
 
     resolved = resolve_hf(reference, progress=progress)
     return TorchEngine(resolved.path, model_name=resolved.name, **options)
