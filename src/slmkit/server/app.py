@@ -21,7 +21,7 @@ from slmkit.server.generation import build_engine_request, complete, iterate, ne
 from slmkit.server.metrics import MetricsMiddleware, ServerMetrics
 from slmkit.server.pool import ModelPool
 from slmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from slmkit.server.security import LOOPBACK_HOSTS, BodyTooLargeError, GuardMiddleware
+from slmkit.server.security import LOOPBACK_HOSTS, GuardMiddleware
 from slmkit.server.settings import ServerSettings
 
 log = logging.getLogger("slmkit.server")
@@ -59,7 +59,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="slmkit", version=_version(), lifespan=lifespan,
                   description="OpenAI-compatible API for small language models served by slmkit.")
     app.state.pool, app.state.metrics, app.state.settings = pool, metrics, settings
-    _install_error_handlers(app)
+    _install_error_handlers(app, settings)
 
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -180,7 +180,7 @@ def _model_card(model_id: str, pool: ModelPool) -> dict:
             "kind": "embedding" if model_id in pool.embedding_ids else "chat", "loaded": model_id in pool.loaded}
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
         errors = exc.errors()
@@ -205,14 +205,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request, exc: HTTPError):
         return exc.response()
 
-    @app.exception_handler(BodyTooLargeError)
-    async def too_large(request, exc: BodyTooLargeError):
-        return error_response(413, str(exc), code="request_too_large")
-
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(request, exc: StarletteHTTPException):
-        message = {404: "No such route.", 405: "Method not allowed on this route."}.get(exc.status_code, "Bad request.")
-        return error_response(exc.status_code, message, code="not_found" if exc.status_code == 404 else None)
+        messages = {404: ("No such route.", "not_found"), 405: ("Method not allowed on this route.", None),
+                    413: (f"Request body is larger than the limit of {settings.max_body_bytes} bytes.",
+                          "request_too_large")}
+        message, code = messages.get(exc.status_code, ("Bad request.", None))
+        return error_response(exc.status_code, message, code=code)
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):

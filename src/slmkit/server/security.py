@@ -15,6 +15,8 @@ import base64
 import hmac
 import json
 
+from starlette.exceptions import HTTPException
+
 from slmkit.server.errors import error_body
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -62,7 +64,23 @@ class GuardMiddleware:
             if int(declared) > self.max_body_bytes:
                 return await _send_error(send, 413, f"Request body is larger than the limit of {self.max_body_bytes} bytes.",
                                          "invalid_request_error", "request_too_large")
-        return await self.app(scope, self._counting_receive(receive, send), send)
+        return await self.app(scope, self._limited(receive), send)
+
+    def _limited(self, receive):
+        """Count body bytes as they arrive; past the limit, fail the read with a 413 that the
+        app's error handler renders (FastAPI re-raises HTTPExceptions from body reads)."""
+        seen = 0
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise HTTPException(413)
+            return message
+
+        return wrapped
 
     def _authorized(self, authorization: str) -> bool:
         scheme, _, value = authorization.partition(" ")
@@ -77,24 +95,3 @@ class GuardMiddleware:
         # Compare with every key so timing reveals neither the key nor which one matched.
         matches = [hmac.compare_digest(candidate, key) for key in self.api_keys]
         return any(matches)
-
-    def _counting_receive(self, receive, send):
-        seen = 0
-        limit = self.max_body_bytes
-
-        async def wrapped():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLargeError(limit)
-            return message
-
-        return wrapped
-
-
-class BodyTooLargeError(Exception):
-    def __init__(self, limit: int):
-        super().__init__(f"Request body is larger than the limit of {limit} bytes.")
-        self.limit = limit
