@@ -74,8 +74,10 @@ def export_gguf(
 
     Example: [bold]slm export gguf smollm2-135m --quant q4_k_m[/bold]
     """
+    from slmkit.export.gguf import check_quant
     from slmkit.export.gguf import export_gguf as run
 
+    check_quant(quant)  # before the progress bar, so the error is the only output
     result = _run_with_progress(lambda report: run(model, quant, output, threads, not no_check, report),
                                 f"Exporting {model} to GGUF {quant}")
     _report(result, json_output)
