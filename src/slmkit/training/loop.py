@@ -124,7 +124,8 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
         raise InvalidRequestError(f"The training split has {len(train_set)} examples, fewer than one batch "
                                   f"({config.batch_size}). Add data or lower --batch-size.")
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    accelerator = Accelerator()
+    # cpu=True is what makes accelerate use gloo DDP when torchrun starts CPU-only processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if config.batch_size < accelerator.num_processes:
         raise InvalidRequestError(f"batch_size {config.batch_size} is smaller than the {accelerator.num_processes} "
                                   "processes; each process needs at least one example per step.")
@@ -200,21 +201,25 @@ def _shares(accelerator, examples: Sequence[TokenizedExample], micro_batch_size:
     return [mine[i:i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
 
 
+def _on_device(accelerator, tensors: dict, normalizer: float) -> dict:
+    return {**{k: v.to(accelerator.device) for k, v in tensors.items()}, "normalizer": normalizer}
+
+
 def _train_step(accelerator, model, params, batch, loss_fn, config, pad_id) -> tuple[float, float]:
     """Forward/backward this process's share of ``batch``; returns (global loss, grad norm)."""
     normalizer = float(sum(e.target_count for e in batch))
     micro_batches = _shares(accelerator, batch, config.micro_batch_size)
     total = torch.zeros(())
     for number, chunk in enumerate(micro_batches):
-        tensors = {**collate(chunk, pad_id), "normalizer": normalizer}
+        tensors = _on_device(accelerator, collate(chunk, pad_id), normalizer)
         # Gradients are exchanged once per step, on the last micro-batch.
         sync = number == len(micro_batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(model):
             loss = loss_fn(model, tensors)
             # DDP averages gradients over processes; the loss is already a share of the global mean.
             accelerator.backward(loss * accelerator.num_processes)
-        total += loss.detach()
-    total = accelerator.reduce(total, reduction="sum")
+        total += loss.detach().cpu()
+    total = accelerator.reduce(total.to(accelerator.device), reduction="sum")
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     return float(total), float(grad_norm)
@@ -230,8 +235,8 @@ def validation_loss(accelerator, model, examples, loss_fn, config, pad_id) -> fl
             normalizer = float(sum(e.target_count for e in batch))
             total = torch.zeros(())
             for chunk in _shares(accelerator, batch, config.micro_batch_size):
-                total += loss_fn(model, {**collate(chunk, pad_id), "normalizer": normalizer})
-            weighted += float(accelerator.reduce(total, reduction="sum")) * normalizer
+                total += loss_fn(model, _on_device(accelerator, collate(chunk, pad_id), normalizer)).cpu()
+            weighted += float(accelerator.reduce(total.to(accelerator.device), reduction="sum")) * normalizer
             targets += normalizer
     model.train()
     return weighted / max(targets, 1.0)
