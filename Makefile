@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job: serve the bundled SmolLM2-135M-Instruct with an OpenAI-compatible API and a
+# web chat page on http://127.0.0.1:8000 (Ctrl-C stops it).
 demo: install
 	$(BIN)/slm generate smollm2-135m "What is the capital of France? Answer in one sentence."
+	$(BIN)/slm serve --model smollm2-135m
 
 test: install
 	$(BIN)/python -m pytest

@@ -151,3 +151,35 @@ def test_metrics_count_requests_and_tokens(server, client, model_id):
 def test_openapi_schema_is_published(server):
     schema = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"] and "/v1/embeddings" in schema["paths"]
+
+
+def random_value(rng, depth=0):
+    keys = ["model", "messages", "role", "content", "max_tokens", "input", "stop"]
+    makers = [
+        lambda: None, lambda: True, lambda: rng.randint(-(2**70), 2**70), lambda: float("nan"),
+        lambda: "x" * rng.randrange(0, 50), lambda: 1.5,
+        lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(3))],
+        lambda: {rng.choice(keys): random_value(rng, depth + 1) for _ in range(rng.randrange(4))},
+        lambda: [{"role": random_value(rng, depth + 1), "content": random_value(rng, depth + 1)}],
+    ]
+    return makers[rng.randrange(len(makers) if depth < 3 else 6)]()
+
+
+def test_fuzzed_bodies_never_cause_5xx(server, model_id):
+    import random
+
+    rng = random.Random(1234)
+    fields = ["model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "n", "stream", "input",
+              "encoding_format", "prompt", "stream_options"]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(400):
+            body = {field: random_value(rng) for field in rng.sample(fields, rng.randrange(1, 6))}
+            if rng.random() < 0.5:
+                body["model"] = model_id
+            path = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"][i % 3]
+            if body.get("stream") is True:
+                body["stream"] = False
+            response = http.post(path, content=json.dumps(body, allow_nan=True),
+                                 headers={"Content-Type": "application/json"})
+            assert response.status_code < 500, (path, body, response.text[:300])
+            assert "error" in response.json() or response.status_code == 200
