@@ -98,3 +98,37 @@ def test_list_show_rm_and_unknown_names(slm_home, docs):
         kb_info("support")
     with pytest.raises(Exception, match="Invalid"):
         ingest("../escape", [docs])
+
+
+def test_kill_9_mid_ingest_leaves_the_previous_index_usable(slm_home, docs):
+    import os
+    import subprocess
+    import sys
+
+    ingest("support", [docs])
+    before = _chunk_ids("support")
+    (docs / "setup.txt").write_text("Installing\n==========\n\nNew pairing text.\n")
+    (docs / "new.md").write_text("# New\n\nA brand new page about shipping times.\n")
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from slmkit.kb.index import ingest\n"
+        "def die(step, done, total):\n"
+        "    if step.startswith('Indexing') and done == 1:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ingest('support', [Path(sys.argv[1])], progress=die)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(docs)], env={**os.environ, "SLM_HOME": str(slm_home)},
+                            capture_output=True, timeout=300)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    assert _chunk_ids("support") == before
+    assert search("support", "factory reset paperclip", k=1)[0].file == "setup.txt"
+
+
+def test_a_newer_chunker_rebuilds_every_document(slm_home, docs, monkeypatch):
+    import slmkit.kb.index as index
+
+    ingest("support", [docs])
+    monkeypatch.setattr(index, "INGEST_VERSION", "test-next")
+    report = ingest("support", [docs])
+    assert len(report.updated) == 4 and report.unchanged == []
+    assert ingest("support", [docs]).chunks_embedded == 0

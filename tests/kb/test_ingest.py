@@ -13,6 +13,13 @@ def test_markdown_sections_keep_their_heading_path(docs):
     assert "14 days" in sections[1].text
 
 
+def test_python_names_and_operators_survive_markup_cleaning(tmp_path):
+    path = tmp_path / "dunder.md"
+    path.write_text("# Names\n\n**Note:** __init__ runs after __new__; -1**2 is -1 and f(**kwargs) works.\n")
+    [section] = read_sections(path)
+    assert section.text == "Note: __init__ runs after __new__; -1**2 is -1 and f(**kwargs) works."
+
+
 def test_underlined_text_headings_become_sections(docs):
     sections = read_sections(docs / "setup.txt")
     assert [" > ".join(s.titles) for s in sections] == ["Installing the Widget", "Installing the Widget > Resetting"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from slmkit.artifact import file_sha256
 from slmkit.errors import InvalidRequestError, ModelNotFoundError
-from slmkit.kb.ingest import ChunkText, DocumentError, chunk_sections, find_documents, read_sections
+from slmkit.kb.ingest import INGEST_VERSION, ChunkText, DocumentError, chunk_sections, find_documents, read_sections
 from slmkit.models import check_name, slm_home
 
 SCHEMA = """
@@ -112,6 +112,9 @@ def ingest(name: str, paths: list[Path], embedder=None, progress: Progress | Non
     try:
         connection.executescript(SCHEMA)
         known = dict(connection.execute("SELECT path, sha256 FROM documents").fetchall())
+        version = connection.execute("SELECT value FROM meta WHERE key = 'ingest_version'").fetchone()
+        if known and (version is None or version[0] != INGEST_VERSION):
+            known = {path: "" for path in known}  # chunked by an older slmkit: redo them all
         pending = _read_changed(files, known, report, progress)
         vectors = _embed(pending, embedder, progress)
         report.chunks_embedded = len(vectors)
@@ -216,6 +219,7 @@ def _write(connection, pending: list[_Pending], vectors: np.ndarray, gone: list[
                 progress(f"Indexing {doc.name}", done, len(pending))
         dims = str(vectors.shape[1]) if len(vectors) else None
         connection.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_model', ?)", (EMBEDDING_MODEL,))
+        connection.execute("INSERT OR REPLACE INTO meta VALUES ('ingest_version', ?)", (INGEST_VERSION,))
         if dims:
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('dimensions', ?)", (dims,))
         connection.execute("INSERT OR REPLACE INTO meta VALUES ('updated_at', ?)", (str(time.time()),))

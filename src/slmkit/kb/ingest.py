@@ -24,6 +24,8 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 PDF_TIMEOUT_S = 30.0
 PDF_MEMORY_BYTES = 1 << 30
 MAX_CHUNK_CHARS = 700
+# Bump when cleaning or chunking changes, so that re-ingesting rebuilds every document's chunks.
+INGEST_VERSION = "2"
 
 
 class DocumentError(SlmError):
@@ -96,6 +98,7 @@ def read_sections(file: Path) -> list[Section]:
 
 # --- Markdown and text ---------------------------------------------------------------------
 
+BOLD = re.compile(r"(?<![\w*])\*\*(?=[A-Za-z])([^*\n]+?)(?<=[A-Za-z.!?:])\*\*(?=\s|$|[,.;:!?)])")
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 UNDERLINE = re.compile(r"^([=\-*~^#])\1{2,}\s*$")
 UNDERLINE_LEVELS = {"*": 1, "=": 2, "-": 3, "~": 4, "^": 5, "#": 1}
@@ -151,7 +154,8 @@ def markdown_sections(text: str, default_title: str) -> list[Section]:
 def strip_inline_markdown(text: str) -> str:
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images keep only their alt text
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links keep their label
-    return text.replace("**", "").replace("__", "").strip()
+    # Bold markers only around words: "__init__", "x**2" and "**kwargs" are content, not markup.
+    return BOLD.sub(r"\1", text).strip()
 
 
 def clean_text(text: str) -> str:
