@@ -1,0 +1,94 @@
+"""The server as a process: start-up health, draining on SIGTERM, `slm chat --url`."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from conftest import LiveServer
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_healthy(url, process, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server never became healthy")
+
+
+def test_sigterm_lets_in_flight_requests_finish_then_exits(tiny_model_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", str(tiny_model_dir), "--port",
+                                str(port), "--embedding-model", "minilm-l6", "--drain-timeout", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_healthy(url, process)
+        body = {"model": str(tiny_model_dir), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
+                "temperature": 0, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            next(lines)
+            process.send_signal(signal.SIGTERM)
+            rest = list(lines)
+        assert "data: [DONE]" in rest, "the in-flight stream was allowed to finish"
+        # uvicorn re-raises the signal once it has shut down cleanly, so -SIGTERM is a clean exit.
+        assert process.wait(timeout=25) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+    assert "slmkit server on" in process.stderr.read()
+
+
+def test_health_is_503_when_the_model_cannot_load(tmp_path):
+    from slmkit.server.settings import ServerSettings
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"junk")
+    settings = ServerSettings(models=[str(broken)], embedding_models=[])
+    live = LiveServer(settings)
+    live.thread.start()
+    try:
+        deadline, status = time.time() + 30, None
+        while time.time() < deadline:
+            try:
+                response = httpx.get(live.url + "/health", timeout=1)
+                status = response.status_code, response.json()["status"]
+                if status[1] == "error":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert status == (503, "error")
+        failed = httpx.post(live.url + "/v1/chat/completions",
+                            json={"model": str(broken), "messages": [{"role": "user", "content": "x"}]})
+        assert failed.status_code == 500 and str(tmp_path) not in failed.text
+    finally:
+        live.server.should_exit = True
+        live.thread.join(timeout=10)
+
+
+def test_slm_chat_against_a_running_server(server, model_id, client):
+    session = subprocess.run([sys.executable, "-m", "slmkit", "chat", "--url", server.url, "-n", "6"],
+                             input="Hello\n/exit\n", capture_output=True, text=True, timeout=120)
+    assert session.returncode == 0, session.stderr
+    expected = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Hello"}],
+                                              max_tokens=6, temperature=0).choices[0].message.content
+    assert expected in session.stdout
