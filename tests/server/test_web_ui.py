@@ -1,50 +1,33 @@
 """The web chat page in real headless Chromium: load it, send a message, see a streamed answer."""
 
-import shutil
 
-import pytest
+def test_chat_page_streams_an_answer(server, model_id, client, browser_page):
+    page = browser_page
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    assert page.eval_on_selector("#model", "s => [...s.options].map(o => o.value)") == [model_id]
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "12")
+    page.fill("#system", "Be brief.")
+    page.fill("#prompt", "Hello there")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant .meta:not(:empty)", timeout=30_000)
+    answer = page.eval_on_selector(".msg.assistant .text", "e => e.textContent")
+    meta = page.inner_text(".msg.assistant .meta")
+    assert page.inner_text(".msg.user") == "Hello there"
+    assert answer.strip(), "the streamed answer is shown"
+    assert "completion tokens" in meta and "tok/s" in meta
+    expected = client.chat.completions.create(
+        model=model_id, max_tokens=12, temperature=0,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}])
+    assert answer == expected.choices[0].message.content
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install adds it)")
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
-
-
-def test_chat_page_streams_an_answer(server, model_id, client):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            page.wait_for_function("document.querySelector('#model').options.length > 0")
-            assert page.eval_on_selector("#model", "s => [...s.options].map(o => o.value)") == [model_id]
-            page.fill("#temperature", "0")
-            page.fill("#max-tokens", "12")
-            page.fill("#system", "Be brief.")
-            page.fill("#prompt", "Hello there")
-            page.click("#send")
-            page.wait_for_selector(".msg.assistant .meta:not(:empty)", timeout=30_000)
-            answer = page.eval_on_selector(".msg.assistant .text", "e => e.textContent")
-            meta = page.inner_text(".msg.assistant .meta")
-            assert page.inner_text(".msg.user") == "Hello there"
-            assert answer.strip(), "the streamed answer is shown"
-            assert "completion tokens" in meta and "tok/s" in meta
-            expected = client.chat.completions.create(
-                model=model_id, max_tokens=12, temperature=0,
-                messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}])
-            assert answer == expected.choices[0].message.content
-
-            page.fill("#max-tokens", "300")
-            page.fill("#prompt", "Go on")
-            page.click("#send")
-            page.wait_for_function("(document.querySelectorAll('.msg.assistant .text')[1] || {}).textContent")
-            page.click("#stop")
-            page.wait_for_function("(document.querySelectorAll('.msg.assistant .meta')[1] || {}).textContent",
-                                   timeout=10_000)
-            assert "stopped" in page.eval_on_selector_all(".msg.assistant .meta", "m => m[1].textContent")
-            assert page.is_enabled("#send")
-        finally:
-            browser.close()
+    page.fill("#max-tokens", "300")
+    page.fill("#prompt", "Go on")
+    page.click("#send")
+    page.wait_for_function("(document.querySelectorAll('.msg.assistant .text')[1] || {}).textContent")
+    page.click("#stop")
+    page.wait_for_function("(document.querySelectorAll('.msg.assistant .meta')[1] || {}).textContent",
+                           timeout=10_000)
+    assert "stopped" in page.eval_on_selector_all(".msg.assistant .meta", "m => m[1].textContent")
+    assert page.is_enabled("#send")

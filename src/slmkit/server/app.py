@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from slmkit.errors import SlmError
+from slmkit.server import knowledge
 from slmkit.server.errors import HTTPError, error_response, slm_error_response
 from slmkit.server.generation import build_engine_request, complete, iterate, new_id, stream_events, timings, usage
 from slmkit.server.metrics import MetricsMiddleware, ServerMetrics
@@ -91,11 +92,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [_model_card(m, pool) for m in pool.all_ids()]}
+        ids = pool.all_ids() + knowledge.knowledge_base_ids()
+        return {"object": "list", "data": [_model_card(m, pool) for m in ids]}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
-        if model_id not in pool.all_ids():
+        if model_id.startswith(knowledge.PREFIX):
+            knowledge.check(model_id)
+        elif model_id not in pool.all_ids():
             pool.check(model_id, "chat")
         return _model_card(model_id, pool)
 
@@ -108,31 +112,40 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return await _generate(body, chat=False)
 
     async def _generate(body, chat: bool):
+        if chat and body.model.startswith(knowledge.PREFIX):
+            answering_model, answer = await knowledge.answer(body, pool, settings)
+            pool.acquire(answering_model)
+            extra = {"sources": answer.sources, "abstained": answer.abstained}
+            return await _respond(body, answer.chunks, chat=True, counted_model=answering_model, extra=extra)
         engine = await pool.get(body.model, "chat")
         request = await anyio.to_thread.run_sync(functools.partial(build_engine_request, body, engine, settings, chat=chat))
-        started = time.perf_counter()
-        route = "/v1/chat/completions" if chat else "/v1/completions"
         pool.acquire(body.model)
         try:
             chunks = engine.stream(request)  # raises 400s before any work
         except BaseException:
             pool.release(body.model)
             raise
+        return await _respond(body, chunks, chat=chat, counted_model=body.model)
+
+    async def _respond(body, chunks, *, chat: bool, counted_model: str, extra: dict | None = None):
+        """Stream or collect ``chunks`` in OpenAI's format; releases ``counted_model``'s slot at the end."""
+        started = time.perf_counter()
+        route = "/v1/chat/completions" if chat else "/v1/completions"
 
         def finished(stats):
-            metrics.record_generation(body.model, stats)
+            metrics.record_generation(counted_model, stats)
             metrics.latency.labels(route).observe(time.perf_counter() - started)
 
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _released_after(pool, body.model, stream_events(
+            events = _released_after(pool, counted_model, stream_events(
                 iterate(chunks, settings.request_timeout_s), chat=chat, model=body.model,
-                include_usage=include_usage, on_finish=finished))
+                include_usage=include_usage, on_finish=finished, extra_first=extra))
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
         try:
             text, reason, stats = await complete(iterate(chunks, settings.request_timeout_s))
         finally:
-            pool.release(body.model)
+            pool.release(counted_model)
         finished(stats)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
@@ -141,7 +154,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
         return {"id": new_id("chatcmpl" if chat else "cmpl"), "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()), "model": body.model, "choices": [choice], "usage": usage(stats),
-                "timings": timings(stats)}
+                "timings": timings(stats), **(extra or {})}
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
@@ -176,8 +189,12 @@ async def _released_after(pool, model_id, events):
 
 
 def _model_card(model_id: str, pool: ModelPool) -> dict:
-    return {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit",
-            "kind": "embedding" if model_id in pool.embedding_ids else "chat", "loaded": model_id in pool.loaded}
+    if model_id.startswith(knowledge.PREFIX):
+        kind = "knowledge_base"
+    else:
+        kind = "embedding" if model_id in pool.embedding_ids else "chat"
+    return {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit", "kind": kind,
+            "loaded": model_id in pool.loaded}
 
 
 def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:

@@ -1,0 +1,54 @@
+"""`model: "kb:NAME"` in /v1/chat/completions: answers grounded in a knowledge base
+(`slm kb ingest`), with the cited sources in the response."""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+
+from slmkit.errors import ModelNotFoundError
+from slmkit.server.errors import HTTPError
+
+PREFIX = "kb:"
+
+
+def knowledge_base_ids() -> list[str]:
+    from slmkit.kb.index import kb_names
+
+    return [PREFIX + name for name in kb_names()]
+
+
+def check(model_id: str) -> str:
+    """The knowledge-base name of ``model_id``; 404 listing the known ones if there is none."""
+    name = model_id[len(PREFIX):]
+    if model_id not in knowledge_base_ids():
+        known = ", ".join(knowledge_base_ids()) or "none (create one with `slm kb ingest NAME PATH`)"
+        raise ModelNotFoundError(f"No knowledge base {name!r} on this server. Available: {known}.")
+    return name
+
+
+async def answer(body, pool, settings):
+    """(sources, abstained, engine chunks) for a chat request against a knowledge base."""
+    from slmkit.kb.answer import answer_stream
+
+    problem = body.unsupported()
+    if problem:
+        raise HTTPError(400, problem[1], param=problem[0], code="unsupported_parameter")
+    name = check(body.model)
+    if not pool.chat_ids:
+        raise HTTPError(400, "This server has no chat model to answer with; start it with --model.", param="model")
+    max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise HTTPError(400, f"max_tokens is {max_tokens}, above this server's limit of {settings.max_tokens_limit}.",
+                        param="max_tokens", code="max_tokens_too_large")
+    engine = await pool.get(pool.chat_ids[0], "chat")
+    embedder = await pool.get(pool.embedding_ids[0], "embedding") if pool.embedding_ids else None
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    result = await anyio.to_thread.run_sync(functools.partial(
+        answer_stream, name, messages, engine, max_new_tokens=max_tokens, embedder=embedder,
+        temperature=0.0 if body.temperature is None else float(body.temperature),
+        top_p=1.0 if body.top_p is None else float(body.top_p), top_k=body.top_k or 0,
+        repetition_penalty=1.0 if body.repetition_penalty is None else float(body.repetition_penalty),
+        seed=body.seed, stop=body.stop or None))
+    return pool.chat_ids[0], result
