@@ -1,0 +1,124 @@
+"""Fine-tuning throughput: `slm finetune` (slmkit's loop) vs a plain trl SFTTrainer script.
+
+Both fine-tune SmolLM2-135M-Instruct with the same LoRA settings on the same chat data
+(built from Python's own documentation), the same batch size and sequence length, for one
+pass over the data, each in its own process. Reported: training tokens/s (input tokens
+through the training loop / loop seconds) and the peak resident memory of each process.
+
+Run: .venv/bin/python bench/finetune.py [--examples 32] [--method lora|full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH, SEQ_LEN, LEARNING_RATE = 4, 256, 2e-4
+
+
+def build_data(path: Path, count: int) -> None:
+    from pydoc_data.topics import topics
+
+    records = []
+    for key in sorted(topics)[:count]:
+        answer = " ".join(topics[key].split())[:600]
+        records.append({"messages": [{"role": "user", "content": f"Explain the Python topic '{key}'."},
+                                     {"role": "assistant", "content": answer}]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def run_slmkit(data: Path, method: str) -> dict:
+    from slmkit.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(method=method, learning_rate=LEARNING_RATE, epochs=1, batch_size=BATCH,
+                            micro_batch_size=BATCH, seq_len=SEQ_LEN, validation_fraction=0.0)
+    result = finetune("smollm2-135m", [data], config, name=f"bench-{method}-{os.getpid()}")
+    return {"tokens": result.training.tokens, "seconds": result.training.seconds, "steps": result.training.steps}
+
+
+def run_trl(data: Path, method: str) -> dict:
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from slmkit.references import resolve_hf
+
+    path = str(resolve_hf("smollm2-135m").path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    args = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, num_train_epochs=1,
+                     max_length=SEQ_LEN, learning_rate=LEARNING_RATE, lr_scheduler_type="cosine",
+                     save_strategy="no", report_to=[], logging_steps=1000, use_cpu=True, dataloader_num_workers=0,
+                     seed=0, disable_tqdm=True)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora if method == "lora" else None)
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    started = time.perf_counter()
+    output = trainer.train()
+    return {"tokens": tokens, "seconds": time.perf_counter() - started, "steps": output.global_step}
+
+
+def child(runner: str, data: Path, method: str) -> None:
+    from slmkit.cli.common import quiet_libraries
+
+    quiet_libraries()
+    result = (run_slmkit if runner == "slmkit" else run_trl)(data, method)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(runner: str, data: Path, method: str, home: Path) -> dict:
+    env = {**os.environ, "SLM_HOME": str(home)}
+    done = subprocess.run([sys.executable, __file__, "--child", runner, "--data", str(data), "--method", method],
+                          capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{runner} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][7:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--method", default="lora", choices=["lora", "full"])
+    parser.add_argument("--child")
+    parser.add_argument("--data", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.data, args.method)
+    from slmkit.models import slm_home
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(scratch) / "chat.jsonl"
+        build_data(data, args.examples)
+        home = Path(scratch) / "home"
+        home.mkdir()
+        builtin = slm_home() / "models" / "smollm2-135m"
+        if builtin.is_dir():  # reuse the converted built-in instead of converting it again
+            (home / "models").mkdir()
+            (home / "models" / "smollm2-135m").symlink_to(builtin)
+        results = {runner: measure(runner, data, args.method, home) for runner in ("slmkit", "trl")}
+    print(f"\nSmolLM2-135M-Instruct, {args.method}, {args.examples} chat examples, batch {BATCH}, "
+          f"max length {SEQ_LEN}, 1 epoch, {os.cpu_count()} CPU cores\n")
+    print("| trainer | steps | tokens | loop seconds | training tokens/s | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for runner, r in results.items():
+        label = "slm finetune" if runner == "slmkit" else "trl SFTTrainer"
+        print(f"| {label} | {r['steps']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens'] / r['seconds']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} |")
+    ratio = (results["slmkit"]["tokens"] / results["slmkit"]["seconds"]) / (results["trl"]["tokens"] / results["trl"]["seconds"])
+    print(f"\nslm finetune / trl tokens/s: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
