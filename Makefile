@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmkit-installed
 
-.PHONY: install demo test test-fast lint bench clean example-finetune
+.PHONY: install demo test test-fast lint bench clean example-finetune example-kb
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ bench: install
 # built from Debian's copyright files (about 20 minutes on 2 CPU cores).
 example-finetune: install
 	$(BIN)/python examples/finetune/run_example.py
+
+# The worked example of docs/support-bot.md: a knowledge base of Python's language reference
+# (pydoc_data.topics) and its QA eval with SmolLM2-135M (about 10 minutes on 2 CPU cores).
+example-kb: install
+	$(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs
+	$(BIN)/slm kb ingest pydoc build/pydoc-kb/docs
+	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --details build/pydoc-kb/answers.jsonl
 
 lint: install
 	$(BIN)/ruff check src tests
