@@ -27,7 +27,7 @@ PROMPTS = (
     "Write a haiku about the sea.",
     "Explain what a Python list is.",
 )
-STOP_PROMPT = "Answer with one word: what colour is a clear daytime sky?"
+STOP_PROMPT = "What is the capital of France? Answer in one short sentence."
 TOKENIZER_PROBE = "<|im_start|>user\nHello, world! 12345 naïve café 東京 😀  tabs\tand  spaces<|im_end|>\n"
 # Allowed relative perplexity increase over the PyTorch fp32 model, per export type. The issue's
 # targets are q8_0 ≤ 1% and q4_k_m ≤ 10%; the others are set from measurements (docs/export.md).
