@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +51,8 @@ def _run_with_progress(description: str, run):
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                TextColumn("{task.fields[speed]}"), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
+    # Under torchrun / accelerate launch only the first process draws the bar.
+    with Progress(*columns, console=err, transient=False, disable=os.environ.get("RANK", "0") != "0") as progress:
         task = progress.add_task(description, total=None, loss="", speed="")
         return run(_progress_callback(progress, task))
 
@@ -90,7 +92,7 @@ def finetune(
     keep_adapter: Annotated[bool, typer.Option("--keep-adapter", help="Also save the LoRA adapter in adapter/.")] = False,  # noqa: E501
     eval_every: EvalEvery = 0,
     early_stopping_patience: Patience = 0,
-    checkpoint_every: CheckpointEvery = 0,
+    checkpoint_every: CheckpointEvery = 50,
     checkpoint_dir: CheckpointDir = None,
     resume: Resume = False,
     keep_checkpoints: KeepCheckpoints = False,
@@ -134,7 +136,7 @@ def pretrain(
     warmup_steps: WarmupSteps = 20,
     validation_fraction: ValidationFraction = 0.05,
     eval_every: EvalEvery = 0,
-    checkpoint_every: CheckpointEvery = 0,
+    checkpoint_every: CheckpointEvery = 100,
     checkpoint_dir: CheckpointDir = None,
     resume: Resume = False,
     keep_checkpoints: KeepCheckpoints = False,
