@@ -50,6 +50,9 @@ class GenerationRequest:
     max_new_tokens: int = 256
     stop: list[str] = dataclasses.field(default_factory=list)
     sampling: SamplingParams = dataclasses.field(default_factory=SamplingParams)
+    # Speculative decoding with prompt-lookup drafts of this many tokens (0 = off). Used only
+    # with greedy decoding, where it cannot change the output; backends may ignore it.
+    prompt_lookup_tokens: int = 0
 
     def validate(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -67,6 +70,8 @@ class GenerationRequest:
                     )
         if self.max_new_tokens < 1:
             raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.", param="max_tokens")
+        if not 0 <= self.prompt_lookup_tokens <= 16:
+            raise InvalidRequestError("prompt_lookup_tokens must be between 0 and 16.", param="prompt_lookup_tokens")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError("stop strings must be non-empty strings.", param="stop")
         self.sampling.validate()
@@ -78,6 +83,8 @@ class GenerationStats:
     completion_tokens: int = 0
     time_to_first_token_s: float = 0.0
     total_s: float = 0.0
+    draft_tokens: int = 0  # speculative decoding: tokens proposed by the drafter ...
+    accepted_draft_tokens: int = 0  # ... and how many of them the model agreed with
 
     @property
     def decode_tokens_per_s(self) -> float:

@@ -98,11 +98,16 @@ class TorchEngine:
         return prompt_ids
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        from slmkit.engine.drafting import PromptLookupDrafter
         from slmkit.engine.torch_batching import Slot
 
         prompt_ids = self.prepare(request)
         state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-        return self.scheduler.submit(Slot(state, Sampler(request.sampling)))
+        slot = Slot(state, Sampler(request.sampling))
+        greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
+        if request.prompt_lookup_tokens and greedy:
+            slot.drafter, slot.draft_tokens = PromptLookupDrafter(), request.prompt_lookup_tokens
+        return self.scheduler.submit(slot)
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

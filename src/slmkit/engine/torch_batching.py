@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from slmkit.engine import Chunk
+from slmkit.engine.drafting import Drafter
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 
@@ -32,6 +33,8 @@ class Slot:
     output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
     cancelled: bool = False
     last_token: int = 0
+    drafter: Drafter | None = None  # speculative decoding (greedy only), when this slot runs alone
+    draft_tokens: int = 0
 
 
 class EngineStoppedError(RuntimeError):
@@ -165,6 +168,8 @@ class BatchScheduler:
             self._select(keep)
             if not self.active:
                 return
+        if len(self.active) == 1 and self.active[0].drafter is not None and self._speculative_step(self.active[0]):
+            return
         tokens = torch.tensor([[slot.last_token] for slot in self.active], dtype=torch.long)
         self.mask = torch.cat([self.mask, torch.ones(len(self.active), 1, dtype=torch.long)], dim=1)
         positions = (self.mask.sum(dim=1, keepdim=True) - 1)
@@ -174,6 +179,37 @@ class BatchScheduler:
         finished = [self._emit(slot, logits[row]) for row, slot in enumerate(self.active)]
         if any(finished):
             self._select([i for i, done in enumerate(finished) if not done])
+
+    def _speculative_step(self, slot: Slot) -> bool:
+        """Check drafted tokens in one forward pass (greedy, batch of one). False when there
+        was nothing to draft, so the caller takes an ordinary step."""
+        state = slot.state
+        room = state.max_new_tokens - len(state.generated) - 1
+        draft = slot.drafter.propose(state.all_ids, min(slot.draft_tokens, room))
+        if not draft:
+            return False
+        tokens = torch.tensor([[slot.last_token, *draft]], dtype=torch.long)
+        self.mask = torch.cat([self.mask, torch.ones(1, tokens.shape[1], dtype=torch.long)], dim=1)
+        end = int(self.mask.sum())
+        positions = torch.arange(end - tokens.shape[1], end).unsqueeze(0)
+        with self.model_lock, torch.inference_mode():
+            logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+                                cache=self.cache, use_cache=True).logits[0]
+        accepted = 0
+        while accepted < len(draft) and int(logits[accepted].argmax()) == draft[accepted]:
+            accepted += 1
+        state.stats.draft_tokens += len(draft)
+        state.stats.accepted_draft_tokens += accepted
+        # The cache now holds the last token and every drafted one; keep only the agreed ones.
+        rejected = len(draft) - accepted
+        if rejected:
+            self.cache.crop(-rejected)
+            self.mask = self.mask[:, :-rejected]
+        for position in range(accepted + 1):
+            if self._emit(slot, logits[position]):
+                self._select([])
+                return True
+        return True
 
     def _select(self, rows: list[int]) -> None:
         """Keep only ``rows`` of the batch and drop padding columns no sequence needs any more."""
