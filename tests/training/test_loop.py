@@ -10,6 +10,7 @@ from training_helpers import chat_records
 
 from slmkit.data import Example, prepare
 from slmkit.engine.torch_backend import load_causal_lm, load_tokenizer
+from slmkit.errors import InvalidRequestError
 from slmkit.training import NonFiniteLossError, TrainConfig, causal_lm_loss, train
 from slmkit.training import checkpoint as ckpt
 
@@ -101,3 +102,26 @@ def test_early_stopping_and_validation_history(tiny_model_dir, prepared):
                     learning_rate=0.5)
     assert result.validation and all(math.isfinite(v) for _, v in result.validation)
     assert result.stopped_early and result.steps < 30
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path):
+    import resource
+    import signal
+
+    directory = tmp_path / "ck"
+    ckpt.save_checkpoint(directory, 1, {"w": torch.ones(3)}, {"step": 1})
+    # A file-size limit makes the next save fail half-way with an OSError, as a full disk would.
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        with pytest.raises(InvalidRequestError, match="Cannot write the checkpoint of step 2") as caught:
+            ckpt.save_checkpoint(directory, 2, {"w": torch.ones(100_000)}, {"step": 2})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert "previous checkpoints are intact" in caught.value.message
+    assert ckpt.latest_checkpoint(directory).name == "step-00000001"
+    assert not list(directory.glob(".tmp-*"))
+    weights, state = ckpt.load_checkpoint(directory / "step-00000001")
+    assert state["step"] == 1 and torch.equal(weights["w"], torch.ones(3))

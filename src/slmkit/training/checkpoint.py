@@ -59,6 +59,7 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(directory: Path, step: int, trainable: dict[str, torch.Tensor], state: dict,
                     keep: int = 2) -> Path:
     """Write checkpoint ``step`` atomically and keep only the newest ``keep`` complete ones."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -78,6 +79,13 @@ def save_checkpoint(directory: Path, step: int, trainable: dict[str, torch.Tenso
             shutil.rmtree(final)
         os.rename(temp, final)
         _fsync(directory)
+    except (OSError, SafetensorError) as exc:  # a full disk or a read-only directory: say so, keep the older checkpoints
+        shutil.rmtree(temp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidRequestError(
+            f"Cannot write the checkpoint of step {step} to {directory}: {reason}. The previous "
+            "checkpoints are intact; free some space or pass --checkpoint-dir elsewhere, then --resume."
+        ) from exc
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
