@@ -119,3 +119,17 @@ def test_cli_ingest_list_search_ask_show_rm(slm_home, docs, tiny_model_dir):
     assert "warranty.pdf" in runner.invoke(app, ["kb", "show", "support"]).stdout
     assert runner.invoke(app, ["kb", "rm", "support"]).exit_code == 0
     assert json.loads(runner.invoke(app, ["kb", "list", "--json"]).stdout) == []
+
+
+def test_injected_instructions_are_left_out_of_the_context(support_kb, tiny_engine):
+    answer, _ = ask(support_kb, tiny_engine, "How fast do orders ship?")
+    context = answer.prompt[-1]["content"]
+    assert "two business days" in context and "PWNED" not in context and "Ignore all" not in context
+
+
+def test_quote_mode_cites_document_sentences_without_a_model(support_kb):
+    answer = answer_stream(support_kb, [{"role": "user", "content": "How long do refunds take?"}], None, mode="quote")
+    text = "".join(c.text for c in answer.chunks)
+    assert not answer.abstained and "within 14 days" in text and "[1]" in text
+    with pytest.raises(InvalidRequestError, match="mode"):
+        answer_stream(support_kb, [{"role": "user", "content": "refunds?"}], None, mode="poetry")

@@ -15,6 +15,8 @@ kb_app = typer.Typer(help="Knowledge bases: answer questions from your own docum
                      no_args_is_help=True)
 KbName = Annotated[str, typer.Argument(help="Knowledge base name (stored as $SLM_HOME/kb/NAME.sqlite).")]
 AnswerModel = Annotated[str, typer.Option("--model", "-m", help="Model that writes the answers.")]
+AnswerMode = Annotated[str, typer.Option(help="generate: the model answers from the excerpts; quote: reply with the "
+                                              "closest documentation sentences, cited, no model run.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -143,7 +145,8 @@ def _print_sources(sources: list[dict]) -> None:
 @kb_app.command("ask")
 def kb_ask(name: KbName,
            question: Annotated[str | None, typer.Argument(help="The question; leave out to chat (follow-ups use the conversation).")] = None,  # noqa: E501
-           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, json_output: JsonFlag = False) -> None:
+           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "generate",
+           json_output: JsonFlag = False) -> None:
     """Answer from the knowledge base with numbered sources, or say it does not know.
 
     Example: [bold]slm kb ask support "How do I reset my password?"[/bold]
@@ -151,14 +154,14 @@ def kb_ask(name: KbName,
     from slmkit.generate import collect
     from slmkit.kb.answer import answer_stream
 
-    engine = load_with_progress(model)
+    engine = load_with_progress(model) if mode == "generate" else None
     messages: list[dict] = []
     while True:
         text = question if question is not None else _read_line()
         if text is None:
             return
         messages.append({"role": "user", "content": text})
-        answer = answer_stream(name, messages, engine, max_new_tokens=max_tokens)
+        answer = answer_stream(name, messages, engine, max_new_tokens=max_tokens, mode=mode)
         if json_output:
             result = collect(answer.chunks)
             print(json.dumps({"answer": result.text, "abstained": answer.abstained, "confidence": answer.confidence,
@@ -187,7 +190,7 @@ def _read_line() -> str | None:
 
 @kb_app.command("eval")
 def kb_eval(name: KbName, qa_file: Annotated[Path, typer.Argument(help="JSONL: question, answer_keywords, source.")],
-            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64,
+            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64, mode: AnswerMode = "generate",
             details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
             json_output: JsonFlag = False) -> None:
     """Measure retrieval recall@1/@5, answer accuracy, abstention and latency on a QA file.
@@ -200,10 +203,10 @@ def kb_eval(name: KbName, qa_file: Annotated[Path, typer.Argument(help="JSONL: q
 
     from slmkit.kb.evaluate import evaluate
 
-    engine = load_with_progress(model)
+    engine = load_with_progress(model) if mode == "generate" else None
     with _progress_bar() as progress:
         task = progress.add_task("Questions", total=None)
-        report = evaluate(name, qa_file, engine, max_new_tokens=max_tokens,
+        report = evaluate(name, qa_file, engine, max_new_tokens=max_tokens, mode=mode,
                           progress=lambda done, total: progress.update(task, completed=done, total=total))
     if details:
         details.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in report.results), encoding="utf-8")

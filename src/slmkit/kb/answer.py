@@ -24,7 +24,9 @@ from slmkit.kb.retrieve import Hit, default_embedder, search
 IDK_MESSAGE = "I don't know based on the documentation: it does not seem to cover this question."
 MIN_SIMILARITY = 0.40  # below this cosine similarity the best chunk is taken as off-topic
 CONTEXT_CHUNKS = 3
-CONTEXT_CHARS = 500
+CONTEXT_CHARS = 500  # measured: 300 and 800 characters both gave fewer correct answers
+QUOTE_CHARS = 400
+MODES = ("generate", "quote")
 # Measured on the worked example: a 135M model answers best from a plain "Text: ... Question: ..."
 # layout; asking it to write citations itself made it answer "The excerpt number is 1.", so the
 # citation is added after generation from the excerpt the answer overlaps most.
@@ -33,6 +35,13 @@ SYSTEM_PROMPT = ("Answer the question with the documentation text below. Reply i
 ANSWER_STOPS = ["\nQuestion:", "\n\n\n"]  # a small model that goes on to invent the next question is done
 FOLLOW_UP = re.compile(r"\b(it|its|it's|this|that|these|those|they|them|their|one|ones)\b"
                        r"|^(and|also|what about|how about)\b", re.I)
+RELEVANCE_MARGIN = 0.25  # context sentences must be within this cosine distance of the best one
+INJECTION = re.compile(
+    r"\b(ignore|disregard|forget)\s+(all\s+|any\s+|the\s+|your\s+)*(previous\s+|prior\s+|above\s+|earlier\s+)?"
+    r"(instructions|prompts?|rules)\b|\byou are now\b|"
+    r"^\W*(system|assistant|ai|note to (the )?(ai|assistant|model))\s*:|\bnew (instructions|rule)s?\b|"
+    r"\binstructions for (the )?(assistants?|ai|models?)\b|\b(say|reply|respond|answer)\b.{0,30}\b(nothing else|only)\b",
+    re.I | re.M)
 CONTROL_TOKEN = re.compile(r"<\|[^|<>]{0,64}\|>|<\/?s>|\[/?INST\]")
 
 
@@ -67,29 +76,51 @@ def sanitize(text: str) -> str:
     return CONTROL_TOKEN.sub("", text).replace("\"\"\"", "\"")
 
 
-def split_sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'(*])|\n\s*\n", text)
-    return [p.strip() for p in parts if p.strip()]
+def split_sentences(text: str, max_chars: int = 400) -> list[str]:
+    """Sentences and paragraphs of ``text``; a piece that does not end a sentence (a signature,
+    a label, "is equivalent to:" before code) is kept with the piece after it."""
+    pieces = [p.strip() for p in re.split(r"(?<=[.!?])\s+(?=[A-Z\"'(*])|\n\s*\n", text) if p.strip()]
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and not re.search(r"[.!?]\W*$", merged[-1]) and len(merged[-1]) + len(piece) < max_chars:
+            merged[-1] = f"{merged[-1]}\n{piece}"
+        else:
+            merged.append(piece)
+    return merged
 
 
-def extract_context(query: str, hits: list[Hit], embedder, max_chars: int = CONTEXT_CHARS) -> list[str]:
-    """For each hit, its sentences closest to ``query`` (in document order), within ``max_chars`` in all."""
-    sentences = [(n, i, s) for n, hit in enumerate(hits) for i, s in enumerate(split_sentences(hit.text))]
+def looks_like_injection(sentence: str) -> bool:
+    """A sentence addressed to an AI rather than to a reader of the documentation."""
+    return INJECTION.search(sentence) is not None
+
+
+def extract_context(query: str, hits: list[Hit], embedder, max_chars: int = CONTEXT_CHARS,
+                    max_sentences: int | None = None) -> list[str]:
+    """For each hit, its sentences closest to ``query`` (in document order), within ``max_chars`` in all.
+
+    Sentences far less similar to the query than the best one are left out even when there is
+    room: off-topic text only distracts a small model, and it is where injected instructions
+    usually sit. Sentences that address an AI are never included.
+    """
+    sentences = [(n, s) for n, hit in enumerate(hits) for s in split_sentences(hit.text) if not looks_like_injection(s)]
     if not sentences:
         return ["" for _ in hits]
-    vectors = embedder.embed([query] + [s for _, _, s in sentences])
+    vectors = embedder.embed([query] + [s for _, s in sentences])
     scores = vectors[1:] @ vectors[0]
+    floor = float(scores.max()) - RELEVANCE_MARGIN
     chosen: set[int] = set()
     used = 0
     for index in sorted(range(len(sentences)), key=lambda i: -scores[i]):
-        length = len(sentences[index][2])
-        if used + length > max_chars and chosen:
+        length = len(sentences[index][1])
+        if chosen and (used + length > max_chars or scores[index] < floor):
             continue
+        if max_sentences is not None and len(chosen) >= max_sentences:
+            break
         chosen.add(index)
         used += length
     parts = [[] for _ in hits]
     for index in sorted(chosen):
-        n, _, sentence = sentences[index]
+        n, sentence = sentences[index]
         parts[n].append(sentence)
     return [" ".join(p) for p in parts]
 
@@ -143,15 +174,18 @@ def fixed_stream(text: str) -> Iterator[Chunk]:
 def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens: int = 256, k: int = 5,
                   min_similarity: float = MIN_SIMILARITY, embedder=None, temperature: float = 0.0,
                   top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None,
-                  stop: list[str] | None = None) -> Answer:
+                  stop: list[str] | None = None, mode: str = "generate") -> Answer:
     """Answer the last user message of ``messages`` from knowledge base ``kb_name``.
 
     Retrieval and the prompt are done before this returns (errors such as an unknown
     knowledge base, ``ModelNotFoundError``, or a context overflow raise here); the answer
     text is generated as ``Answer.chunks`` is iterated. ``sources`` lists the best
     ``CONTEXT_CHUNKS`` of the ``k`` retrieved chunks (those the model sees), numbered as the
-    answer cites them.
+    answer cites them. ``mode="quote"`` answers with the (at most two) documentation sentences
+    closest to the question, cited, without running the model: always grounded and fast.
     """
+    if mode not in MODES:
+        raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", param="mode")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages) \
             or messages[-1].get("role") != "user" or not isinstance(messages[-1].get("content"), str):
         raise InvalidRequestError("messages must end with a user message.", param="messages")
@@ -164,6 +198,10 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     sources = [h.source(n) for n, h in enumerate(context_hits, start=1)]
     if confidence < min_similarity:
         return Answer(query, sources, True, confidence, fixed_stream(IDK_MESSAGE), time.perf_counter() - started)
+    if mode == "quote":
+        quotes = extract_context(query, context_hits, embedder, max_chars=QUOTE_CHARS, max_sentences=2)
+        text = " ".join(f"{quote} [{n}]" for n, quote in enumerate(quotes, start=1) if quote)
+        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started)
     excerpts = extract_context(query, context_hits, embedder)
     prompt = build_messages(messages, excerpts)
     request = GenerationRequest(messages=prompt,

@@ -118,7 +118,8 @@ def evaluate(kb: str, qa_path: Path, engine, max_new_tokens: int = 64,
         results.append(QAResult(item.question, item.answerable, retrieved, text, abstained, correct, latency))
         if progress:
             progress(done, len(items))
-    return summarize(kb, getattr(engine, "model_name", "?"), items, results)
+    model = "quote (no model)" if options.get("mode") == "quote" else getattr(engine, "model_name", "?")
+    return summarize(kb, model, items, results)
 
 
 def summarize(kb: str, model: str, items: list[QAItem], results: list[QAResult]) -> EvalReport:

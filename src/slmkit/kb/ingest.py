@@ -172,7 +172,9 @@ def clean_text(text: str) -> str:
 
 BOILERPLATE_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe",
                     "svg", "template", "button"]
-HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+# Text a reader never sees (hidden, zero-size, white on white) is a classic prompt-injection carrier.
+HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|"
+                          r"(?<![-\w])color\s*:\s*(white|#fff\b|#ffffff|rgb\(\s*255\s*,\s*255\s*,\s*255\s*\))", re.I)
 
 
 def html_to_markdown(html: str) -> str:
