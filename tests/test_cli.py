@@ -92,3 +92,12 @@ def test_chat_keeps_history_and_resets(tiny_model_dir, tiny_engine):
     session = run_slm("chat", str(tiny_model_dir), "-n", "4", stdin="hello\n/reset\nagain\n/exit\n")
     assert session.returncode == 0, session.stderr
     assert "History cleared." in session.stderr and session.stderr.count("tok/s") == 2
+
+
+def test_generate_with_a_draft_model(tiny_model_dir):
+    plain = json.loads(runner.invoke(app, ["generate", str(tiny_model_dir), "Hello", "-n", "12", "--json"]).stdout)
+    result = runner.invoke(app, ["generate", str(tiny_model_dir), "Hello", "-n", "12", "--json",
+                                 "--draft", str(tiny_model_dir)])
+    assisted = json.loads(result.stdout)
+    assert assisted["text"] == plain["text"]
+    assert assisted["draft_tokens"] > 0 and assisted["accepted_draft_tokens"] == assisted["draft_tokens"]

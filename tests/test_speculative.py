@@ -62,3 +62,42 @@ def test_sampling_ignores_lookup_and_batches_stay_exact(tiny_engine):
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         together = list(pool.map(lambda p: run(tiny_engine, p, lookup=4).token_ids, PROMPTS))
     assert together == alone
+
+
+@pytest.fixture(scope="module")
+def other_draft_dir(tmp_path_factory):
+    from tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("draft") / "draft", seed=1)
+
+
+def test_draft_model_gives_identical_greedy_output(tiny_model_dir, tiny_engine, other_draft_dir):
+    from slmkit.engine.torch_backend import TorchEngine
+
+    self_drafted = TorchEngine(tiny_model_dir, draft=str(tiny_model_dir))
+    other_drafted = TorchEngine(tiny_model_dir, draft=str(other_draft_dir))
+    try:
+        for prompt in PROMPTS[:3]:
+            plain = run(tiny_engine, prompt)
+            same, other = run(self_drafted, prompt), run(other_drafted, prompt)
+            assert same.token_ids == plain.token_ids == other.token_ids
+            # A draft identical to the target is always right; an unrelated one rarely is.
+            assert same.stats.accepted_draft_tokens == same.stats.draft_tokens > 0
+            assert other.stats.accepted_draft_tokens < other.stats.draft_tokens
+    finally:
+        self_drafted.close()
+        other_drafted.close()
+
+
+def test_draft_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from slmkit.engine.torch_backend import TorchEngine
+    from slmkit.errors import InvalidRequestError
+    from tiny import build_tokenizer
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tiny_model_dir, foreign)
+    build_tokenizer(foreign, vocab_size=500)
+    with pytest.raises(InvalidRequestError, match="different tokenizer"):
+        TorchEngine(tiny_model_dir, draft=str(foreign))

@@ -20,6 +20,7 @@ Seed = Annotated[int | None, typer.Option(help="Seed for sampling: the same seed
 System = Annotated[str | None, typer.Option(help="System prompt.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Backend = Annotated[str, typer.Option(help="Engine backend (auto picks the fastest available).")]
+Draft = Annotated[str | None, typer.Option(help="Draft model for assisted (speculative) decoding on the torch backend: same tokenizer, greedy output unchanged.")]  # noqa: E501
 
 
 def quiet_libraries() -> None:
@@ -36,7 +37,7 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_with_progress(reference: str, backend: str = "auto"):
+def load_with_progress(reference: str, backend: str = "auto", **options):
     """Load an engine, showing a progress bar while a built-in model is imported the first time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -50,7 +51,7 @@ def load_with_progress(reference: str, backend: str = "auto"):
         def report(step: str, done: int, total: int) -> None:
             progress.update(task, description=f"Importing {reference}: {step}", completed=done, total=total)
 
-        return load_engine(reference, backend=backend, progress=report)
+        return load_engine(reference, backend=backend, progress=report, **options)
 
 
 def card_dict(card) -> dict | None:

@@ -37,3 +37,44 @@ class PromptLookupDrafter:
                     if follow:
                         return follow
         return []
+
+
+class ModelDrafter:
+    """Drafts with a small model that shares the target's tokenizer (assisted decoding).
+
+    One drafter per sequence: it keeps the draft model's KV cache for that sequence and, on
+    each call, rewinds it to the longest prefix still valid (tokens the target rejected are
+    dropped) before drafting greedily.
+    """
+
+    def __init__(self, model):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = DynamicCache()
+        self.cached_ids: list[int] = []
+
+    def propose(self, ids: list[int], count: int) -> list[int]:
+        import torch
+
+        if count <= 0:
+            return []
+        common = 0
+        for mine, theirs in zip(self.cached_ids, ids, strict=False):
+            if mine != theirs:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # always feed at least one token to get fresh logits
+        if common < len(self.cached_ids):
+            self.cache.crop(common - len(self.cached_ids))
+        feed = ids[common:]
+        draft: list[int] = []
+        with torch.inference_mode():
+            for _ in range(count):
+                logits = self.model(input_ids=torch.tensor([feed]), cache=self.cache, use_cache=True).logits[0, -1]
+                token = int(logits.argmax())
+                draft.append(token)
+                feed = [token]
+        # The cache holds ids and every drafted token but the last.
+        self.cached_ids = list(ids) + draft[:-1]
+        return draft

@@ -65,12 +65,30 @@ def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) 
         )
 
 
+def load_draft_model(reference: str, target, tokenizer):
+    """A draft model for assisted decoding; it must speak the target's vocabulary."""
+    from slmkit.errors import InvalidRequestError
+    from slmkit.references import resolve_hf
+
+    draft_path = resolve_hf(reference).path
+    draft_vocab = load_tokenizer(draft_path).get_vocab()
+    if draft_vocab != tokenizer.get_vocab():
+        raise InvalidRequestError(
+            f"The draft model {reference} uses a different tokenizer from the target model; assisted decoding "
+            "needs the same vocabulary. Distill a draft from the target (slm distill) or drop --draft."
+        )
+    model = load_causal_lm(draft_path)
+    if model.config.vocab_size < target.config.vocab_size:
+        raise InvalidRequestError(f"The draft model {reference} has fewer output rows than the target's vocabulary.")
+    return model
+
+
 class TorchEngine:
     """One model on the CPU. Concurrent requests are decoded together by a
     :class:`~slmkit.engine.torch_batching.BatchScheduler` (up to ``max_batch_size`` at once)."""
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None,
-                 max_batch_size: int = 8):
+                 max_batch_size: int = 8, draft: str | None = None, draft_tokens: int = 4):
         from slmkit.engine.torch_batching import BatchScheduler
 
         if threads:
@@ -83,6 +101,9 @@ class TorchEngine:
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
         self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        self.draft_model, self.draft_tokens = None, draft_tokens
+        if draft:
+            self.draft_model = load_draft_model(draft, self.model, self.tokenizer)
         self._lock = threading.Lock()
         self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size)
         self.load_time_s = time.perf_counter() - started
@@ -98,7 +119,7 @@ class TorchEngine:
         return prompt_ids
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
-        from slmkit.engine.drafting import PromptLookupDrafter
+        from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter
         from slmkit.engine.torch_batching import Slot
 
         prompt_ids = self.prepare(request)
@@ -107,6 +128,8 @@ class TorchEngine:
         greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
         if request.prompt_lookup_tokens and greedy:
             slot.drafter, slot.draft_tokens = PromptLookupDrafter(), request.prompt_lookup_tokens
+        elif self.draft_model is not None and greedy:
+            slot.drafter, slot.draft_tokens = ModelDrafter(self.draft_model), self.draft_tokens
         return self.scheduler.submit(slot)
 
     def tokenize(self, text: str) -> list[int]:
