@@ -42,9 +42,10 @@ def main() -> None:
     from slmkit.models import store_path
 
     rows = []
-    started = time.perf_counter()
+    began = started = time.perf_counter()
     base = evaluate("smollm2-135m", data=data / "test.jsonl", max_new_tokens=16)
     rows.append(("SmolLM2-135M-Instruct (base)", base.tasks, None, time.perf_counter() - started))
+    print(f"base: exact match {base.tasks.exact_match:.3f}", flush=True)
     for method in args.methods.split(","):
         name = f"license-{method}"
         if store_path(name).exists():
@@ -57,12 +58,15 @@ def main() -> None:
         train_minutes = (time.perf_counter() - started) / 60
         scores = evaluate(name, data=data / "test.jsonl", max_new_tokens=16)
         rows.append((f"{method} fine-tune", scores.tasks, result.card.metrics, train_minutes * 60))
+        print(f"{method}: exact match {scores.tasks.exact_match:.3f}", flush=True)
     print_table(rows, json.loads((data / "stats.json").read_text()))
+    print(f"\nTotal: {(time.perf_counter() - began) / 60:.1f} minutes (data, scoring and training).")
 
 
 def print_table(rows, stats) -> None:
     print(f"\nHeld-out split: {stats['test']} texts of {stats['licenses']} licenses; trained on {stats['train']}.\n")
-    print("| model | exact match | JSON-field accuracy | train loss | validation loss | train tokens/s | minutes |")
+    print("| model | exact match | JSON-field accuracy | train loss | validation loss | train tokens/s "
+          "| minutes (base: scoring; others: training) |")
     print("|---|---|---|---|---|---|---|")
     for label, tasks, metrics, seconds in rows:
         losses = (f"{metrics['train_loss']:.3f} | {metrics['validation_loss']:.3f} | "
