@@ -63,3 +63,21 @@ def test_bench_measures_rows_in_one_run_with_chart(tiny_model_dir, tmp_path):
     assert rows["onnx-fp32"]["perplexity"] == pytest.approx(rows["torch-fp32"]["perplexity"], rel=1e-3)
     assert rows["peer-llama-cpp-q4_k_m"]["perplexity"] is None
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("kind", ["gguf-f32", "onnx-fp32"])
+def test_slm_eval_text_perplexity_runs_on_the_export_backends(exports, eot_model_dir, tmp_path, kind):
+    """Issue 7's `slm eval perplexity MODEL --text FILE` is `slm eval MODEL --text FILE --backend B`."""
+    from slmkit.export.parity import held_out_text
+
+    text = tmp_path / "held-out.txt"
+    text.write_text(held_out_text(2000))
+    backend = {"gguf-f32": "llamacpp", "onnx-fp32": "onnxruntime"}[kind]
+    scores = {}
+    for name, model, use in (("export", exports[kind].path, backend), ("torch", eot_model_dir, "torch")):
+        done = runner.invoke(app, ["eval", str(model), "--text", str(text), "--window", "128", "--backend", use,
+                                   "--json"])
+        assert done.exit_code == 0, done.output
+        scores[name] = json.loads(done.stdout)
+    export_ppl = scores["export"]["perplexity"]["perplexity"]
+    assert export_ppl == pytest.approx(scores["torch"]["perplexity"]["perplexity"], rel=1e-3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def write_float_gguf(source: Path, out_file: Path, name: str, float16: bool) -> 
     import gguf
     from transformers import AutoConfig, AutoTokenizer
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its INFO lines name temp files
     config = AutoConfig.from_pretrained(str(source))
     check_llama_config(config)
     tokenizer_json = json.loads((Path(source) / "tokenizer.json").read_text())
