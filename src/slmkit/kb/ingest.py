@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
 import re
 from pathlib import Path
 
@@ -228,45 +227,53 @@ def read_pdf_pages(file: Path) -> list[Section]:
     return sections
 
 
-def _pdf_child(file: str, connection) -> None:
+def pdf_child_main() -> None:
+    """Entry point of the isolated PDF reader: ``python -c ... FILE`` prints one JSON result."""
+    import json
     import resource
+    import sys
 
     resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
+    file = Path(sys.argv[1])
     try:
-        connection.send(("ok", read_pdf_pages(Path(file))))
+        result = {"sections": [dataclasses.asdict(s) for s in read_pdf_pages(file)]}
     except DocumentError as exc:
-        connection.send(("error", exc.message))
+        result = {"error": exc.message}
     except MemoryError:
-        connection.send(("error", f"{Path(file).name}: reading the PDF needed more than "
-                                  f"{PDF_MEMORY_BYTES >> 20} MB; it is likely malformed or a decompression bomb."))
+        result = {"error": f"{file.name}: reading the PDF needed more than {PDF_MEMORY_BYTES >> 20} MB; "
+                           "it is likely malformed or a decompression bomb."}
     except Exception as exc:  # a parser bug on hostile input must not take down the batch
-        connection.send(("error", f"{Path(file).name}: the PDF parser failed ({type(exc).__name__})."))
+        reason = "it decompresses past pypdf's size limit (a decompression bomb?)" \
+            if type(exc).__name__ == "LimitReachedError" else f"the PDF parser failed ({type(exc).__name__})"
+        result = {"error": f"{file.name}: {reason}."}
+    sys.stdout.write(json.dumps(result))
 
 
 def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[Section]:
-    """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory."""
-    # forkserver, not fork: forking a process that already runs torch's thread pools can crash
-    # the child; the fork server is a clean process started once, so each PDF costs one fork.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["slmkit.kb.ingest"])
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_pdf_child, args=(str(file), sender), daemon=True)
-    child.start()
-    sender.close()
+    """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory.
+
+    A fresh interpreter rather than a fork: forking a process that runs torch's thread pools
+    can crash the child, and multiprocessing's spawn/forkserver re-import the caller's main
+    script. Starting Python and pypdf costs about half a second per PDF.
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = "from slmkit.kb.ingest import pdf_child_main; pdf_child_main()"
     try:
-        if not receiver.poll(timeout_s):
-            raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.")
-        status, payload = receiver.recv()
-    except EOFError as exc:
-        raise DocumentError(f"{file.name}: the PDF reader crashed; the file is likely malformed.") from exc
-    finally:
-        if child.is_alive():
-            child.kill()
-        child.join(5)
-        receiver.close()
-    if status == "error":
-        raise DocumentError(payload)
-    return payload
+        done = subprocess.run([sys.executable, "-c", code, str(file)], capture_output=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.") from exc
+    try:
+        result = json.loads(done.stdout)
+    except ValueError as exc:
+        raise DocumentError(f"{file.name}: the PDF reader crashed (exit code {done.returncode}); "
+                            "the file is likely malformed.") from exc
+    if "error" in result:
+        raise DocumentError(result["error"])
+    return [Section(**section) for section in result["sections"]]
 
 
 # --- chunking ------------------------------------------------------------------------------
