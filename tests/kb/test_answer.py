@@ -94,8 +94,10 @@ def test_bad_requests_raise_before_any_generation(support_kb, tiny_engine):
         answer_stream("missing", [{"role": "user", "content": "hi"}], tiny_engine)
     with pytest.raises(InvalidRequestError):
         answer_stream(support_kb, [{"role": "assistant", "content": "hi"}], tiny_engine)
-    with pytest.raises(InvalidRequestError):
-        answer_stream(support_kb, ["not a message"], tiny_engine)
+    for bad in (["not a message"], [], None, [{"role": "user", "content": 42}],
+                [{"role": "tool", "content": "x"}, {"role": "user", "content": "refunds?"}]):
+        with pytest.raises(InvalidRequestError):
+            answer_stream(support_kb, bad, tiny_engine)
 
 
 def test_cli_ingest_list_search_ask_show_rm(slm_home, docs, tiny_model_dir):

@@ -58,6 +58,19 @@ class Answer:
     prompt: list[dict] = dataclasses.field(default_factory=list)  # the messages the model was given
 
 
+def check_messages(messages) -> None:
+    """Raise unless ``messages`` is a chat (role + string content) that ends with a user turn."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list of chat messages.", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(message.get("content"), str):
+            raise InvalidRequestError(f"messages[{index}] needs a role (system, user or assistant) and a string "
+                                      "content.", param="messages")
+    if messages[-1]["role"] != "user":
+        raise InvalidRequestError("The last message must be the user's question.", param="messages")
+
+
 def resolve_query(messages: list[dict]) -> str:
     """The retrieval query for the last user turn: a short or referring follow-up is joined
     with the previous user question, so "what does it return?" finds the right section."""
@@ -186,9 +199,7 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     """
     if mode not in MODES:
         raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", param="mode")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages) \
-            or messages[-1].get("role") != "user" or not isinstance(messages[-1].get("content"), str):
-        raise InvalidRequestError("messages must end with a user message.", param="messages")
+    check_messages(messages)
     embedder = embedder or default_embedder()
     started = time.perf_counter()
     query = resolve_query(messages)

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from slmkit.errors import InvalidRequestError
-from slmkit.kb.index import chunk_embedding_text, connect, existing_kb_path
+from slmkit.kb.index import connect, existing_kb_path
 
 RRF_K = 60
 CANDIDATES = 30
@@ -126,8 +126,3 @@ def search(name: str, query: str, k: int = 5, embedder=None, candidates: int = C
                 bm25_rank=bm25_ranking.index(i) + 1 if i in bm25_ranking else None,
                 vector_rank=vector_ranking.index(i) + 1 if i in vector_ranking else None) for i in best]
 
-
-def embed_query_and_chunks(embedder, query: str, hits: list[Hit]) -> tuple[np.ndarray, np.ndarray]:
-    """Query vector and chunk vectors for ``hits`` (as the index embedded them)."""
-    vectors = embedder.embed([query] + [chunk_embedding_text(h.section, h.text) for h in hits])
-    return vectors[0], vectors[1:]
