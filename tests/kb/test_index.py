@@ -128,7 +128,9 @@ def test_a_newer_chunker_rebuilds_every_document(slm_home, docs, monkeypatch):
     import slmkit.kb.index as index
 
     ingest("support", [docs])
+    before = sorted(_chunk_ids("support"))
     monkeypatch.setattr(index, "INGEST_VERSION", "test-next")
     report = ingest("support", [docs])
     assert len(report.updated) == 4 and report.unchanged == []
+    assert sorted(_chunk_ids("support")) == before  # same content, same chunk ids, no duplicates
     assert ingest("support", [docs]).chunks_embedded == 0
