@@ -65,6 +65,14 @@ def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) 
         )
 
 
+def teacher_forced_logprobs(model, token_ids: list[int]) -> list[float]:
+    """Log-probability of each token after the first given the ones before it (one forward pass)."""
+    with torch.inference_mode():
+        ids = torch.tensor([token_ids], dtype=torch.long)
+        logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)
+        return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+
+
 def load_draft_model(reference: str, target, tokenizer):
     """A draft model for assisted decoding; it must speak the target's vocabulary."""
     from slmkit.errors import InvalidRequestError
@@ -140,11 +148,8 @@ class TorchEngine:
             raise ContextLengthExceededError(
                 f"{len(token_ids)} tokens do not fit the context of {self.context_length}; score shorter windows."
             )
-        with self._lock, torch.inference_mode():
-            ids = torch.tensor([token_ids], dtype=torch.long)
-            logits = self.model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+        with self._lock:
+            return teacher_forced_logprobs(self.model, token_ids)
 
     def close(self) -> None:
         self.scheduler.stop()
