@@ -25,7 +25,7 @@ VERB_MODULES = [
     "models",  # slm models list|show|import|rm
     "kb",  # slm kb ingest|list|show|rm|search|ask|eval
     "serve",  # slm serve
-    "shrink",  # slm prune
+    "shrink",  # slm prune, slm distill
     "train",  # slm pretrain, slm finetune, slm eval
     "export",  # slm export gguf|onnx|docker, slm bench
 ]
