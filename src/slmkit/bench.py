@@ -98,6 +98,7 @@ def run_bench(model: str, rows: tuple[str, ...] = ROWS, tokens: int = 128, threa
         if done.returncode != 0:
             raise RuntimeError(f"bench row {row} failed:\n{done.stderr[-3000:]}")
         results.append(BenchRow(**json.loads(done.stdout.strip().splitlines()[-1])))
+        progress(f"{row}: {json.dumps(results[-1].as_dict())}")
     return results
 
 

@@ -126,3 +126,11 @@ def test_bare_gguf_without_tokenizer_files_runs_from_its_own_metadata(exports, t
     assert (got.text, got.finish_reason) == (want.text, want.finish_reason)
     assert engine.tokenizer.convert_tokens_to_ids("<|im_end|>") in engine.eos_ids
     engine.close()
+
+
+def test_server_options_for_the_torch_scheduler_are_accepted_on_every_backend(exports):
+    """`slm serve` passes max_batch_size to load_engine whatever the backend."""
+    for kind in ("gguf-f32", "onnx-fp32"):
+        engine = load_engine(str(exports[kind].path), threads=1, max_batch_size=8)
+        assert collect(engine.stream(_prompt_request(max_new_tokens=2))).finish_reason == "length"
+        engine.close()

@@ -143,3 +143,21 @@ def test_onnx_external_data_inside_the_folder_is_accepted_and_checked_for_length
     with pytest.raises(CorruptModelError, match="past the end"):
         check_onnx_file(path)
 
+
+
+def _patch_tokens_array_type(good: bytes, item_type: int) -> bytes:
+    """The tokenizer.ggml.tokens array re-typed (strings → ``item_type``), nothing else changed."""
+    key = b"tokenizer.ggml.tokens"
+    at = good.index(key) + len(key)
+    assert struct.unpack("<II", good[at : at + 8]) == (9, 8)  # an array of strings
+    return good[: at + 4] + struct.pack("<I", item_type) + good[at + 8 :]
+
+
+@pytest.mark.parametrize("item_type", [4, 12, 99])  # uint32, float64, no such type
+def test_gguf_with_a_mistyped_vocabulary_is_rejected_fast(exports, tmp_path, item_type):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(_patch_tokens_array_type((exports["gguf-f16"].path / "model.gguf").read_bytes(), item_type))
+    started = time.perf_counter()
+    with pytest.raises(CorruptModelError):
+        load_engine(str(bad), backend="llamacpp")
+    assert time.perf_counter() - started < 1.0

@@ -142,6 +142,7 @@ class Engine(Protocol):
 BACKENDS = ("torch", "llamacpp", "onnxruntime")
 # The backend each artifact format runs on fastest; "auto" picks it.
 FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
+TORCH_ONLY_OPTIONS = ("max_batch_size", "draft", "draft_tokens")
 
 
 def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
@@ -157,6 +158,10 @@ def load_engine(reference: str, backend: str = "auto", progress=None, **options)
     resolved = resolve(reference, progress=progress)
     if backend == "auto":
         backend = FORMAT_BACKENDS[resolved.format]
+    if backend != "torch":
+        # Batching and drafting live in the PyTorch scheduler; llama.cpp and ONNX Runtime
+        # engines decode one sequence at a time (concurrent requests take turns).
+        options = {k: v for k, v in options.items() if k not in TORCH_ONLY_OPTIONS}
     if backend == "llamacpp":
         if resolved.format != "gguf":
             raise InvalidRequestError(
