@@ -77,6 +77,7 @@ class TrainResult:
     tokens: int  # input tokens seen (every process together)
     seconds: float  # wall time of this process's share (excludes steps done before a resume)
     tokens_per_s: float
+    cpu_seconds: float  # CPU time of this process (all its threads) over the same steps
     resumed_from: int | None  # the step a resumed run started at
     stopped_early: bool
 
@@ -139,7 +140,7 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
     run = _RunState()
     if resume and checkpoint_dir and (latest := ckpt.latest_checkpoint(checkpoint_dir)):
         run = _restore(latest, unwrapped, optimizer, scheduler, fingerprint)
-    started, start_step, seen_tokens = time.perf_counter(), run.step, 0
+    started, cpu_started, start_step, seen_tokens = time.perf_counter(), time.process_time(), run.step, 0
     model.train()
     while run.step < total_steps:
         epoch, index = divmod(run.step, steps_per_epoch)
@@ -175,7 +176,7 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
     return TrainResult(run.step, run.losses, run.validation, run.tokens, seconds, seen_tokens / max(seconds, 1e-9),
-                       start_step if start_step else None, run.stopped_early)
+                       time.process_time() - cpu_started, start_step if start_step else None, run.stopped_early)
 
 
 @dataclasses.dataclass
