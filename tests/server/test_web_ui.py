@@ -1,7 +1,9 @@
 """The web chat page in real headless Chromium: load it, send a message, see a streamed answer."""
 
+import time
 
-def test_chat_page_streams_an_answer(server, model_id, client, browser_page):
+
+def test_chat_page_streams_an_answer(server, model_id, client, browser_page, monkeypatch):
     page = browser_page
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelector('#model').options.length > 0")
@@ -22,6 +24,17 @@ def test_chat_page_streams_an_answer(server, model_id, client, browser_page):
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}])
     assert answer == expected.choices[0].message.content
 
+    engine = server.pool.loaded[model_id]
+    original = engine.stream
+
+    def slow_stream(request):  # slow enough that the user can press Stop mid-answer
+        def chunks():
+            for chunk in original(request):
+                time.sleep(0.05)
+                yield chunk
+        return chunks()
+
+    monkeypatch.setattr(engine, "stream", slow_stream)
     page.fill("#max-tokens", "300")
     page.fill("#prompt", "Go on")
     page.click("#send")
