@@ -70,7 +70,7 @@ def print_table(rows, stats) -> None:
     print("|---|---|---|---|---|---|---|")
     for label, tasks, metrics, seconds in rows:
         losses = (f"{metrics['train_loss']:.3f} | {metrics['validation_loss']:.3f} | "
-                  f"{metrics['train_tokens_per_s']:.0f}") if metrics else "– | – | –"
+                  f"{metrics['train_tokens_per_s']:.1f}") if metrics else "– | – | –"
         print(f"| {label} | {tasks.exact_match:.3f} | {tasks.json_field_accuracy:.3f} | {losses} | {seconds / 60:.1f} |")
 
 
