@@ -14,16 +14,24 @@ from slmkit.errors import ArtifactExistsError, InvalidRequestError
 from slmkit.training import checkpoint as ckpt
 
 
-def is_main_process() -> bool:
+def process_state():
+    """accelerate's process state, set up the way the training loop sets it up.
+
+    ``cpu=True`` without a GPU matters when this is the first call in the process: it is what
+    makes torchrun's CPU-only processes one gloo group instead of N independent runs.
+    """
+    import torch
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    return process_state().is_main_process
 
 
 def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
 
 
 def check_destination(destination: Path) -> None:
