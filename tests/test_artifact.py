@@ -45,3 +45,13 @@ def test_corrupt_card_names_the_file(tmp_path):
     (tmp_path / "slm.json").write_text("{not json")
     with pytest.raises(CorruptModelError, match="slm.json"):
         read_card(tmp_path)
+
+
+def test_losing_a_race_to_the_same_destination_is_artifact_exists(tmp_path):
+    destination = tmp_path / "model"
+    with pytest.raises(ArtifactExistsError, match="appeared while"), staged_directory(destination) as staging:
+        (staging / "mine").write_text("late")
+        destination.mkdir()
+        (destination / "theirs").write_text("first")
+    assert [p.name for p in destination.iterdir()] == ["theirs"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "the losing temp dir is cleaned up"

@@ -135,7 +135,16 @@ def staged_directory(destination: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"))
     try:
         yield staging
-        os.rename(staging, destination)
+        try:
+            os.rename(staging, destination)
+        except OSError as exc:
+            if not destination.exists():
+                raise
+            # Another process finished the same artifact first; theirs stands.
+            raise ArtifactExistsError(
+                f"Cannot write to {destination}: it appeared while this was being written. "
+                "Delete it or choose another output name."
+            ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

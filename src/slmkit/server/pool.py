@@ -48,11 +48,10 @@ class ModelPool:
 
     def _load(self, model_id: str, kind: str) -> None:
         from slmkit.engine import load_engine
-        from slmkit.references import resolve_hf
+        from slmkit.references import resolve
 
         if self.settings.max_memory_bytes:
-            needed = _estimate_bytes(resolve_hf(model_id).path)
-            self._make_room(needed)
+            self._make_room(_estimate_bytes(resolve(model_id).path))
         if kind == "chat":
             engine = load_engine(model_id, backend=self.settings.backend, threads=self.settings.threads,
                                  max_batch_size=self.settings.max_batch_size)
@@ -118,5 +117,9 @@ def _memory(engine) -> int:
 
 
 def _estimate_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).glob("*.safetensors")) or sum(
-        p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    """Memory a model will take, judged by its weights on disk (HF, GGUF or ONNX)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    weights = [p for p in path.rglob("*") if p.suffix in (".safetensors", ".gguf", ".onnx", ".data")]
+    return sum(p.stat().st_size for p in weights or [p for p in path.rglob("*") if p.is_file()])
