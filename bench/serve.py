@@ -3,7 +3,8 @@
 Measures, in one run:
 - one stream through HTTP (`slm serve` in a subprocess, client here) vs the engine called
   directly in this process: time to first token and decode tokens/s;
-- aggregate tokens/s with 1, 4 and 8 concurrent HTTP streams (batched decoding).
+- aggregate tokens/s with 1, 4 and 8 concurrent HTTP streams (batched decoding), median of
+  three rounds each.
 Prints a markdown table and writes docs/img/serve-bench.png.
 """
 
@@ -77,10 +78,14 @@ def start_server():
 
 
 def aggregate(url, concurrency):
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda p: over_http(url, p), PROMPTS[:concurrency]))
-    return sum(r[2] for r in results) / (time.perf_counter() - started)
+    """Median over REPEATS rounds of: tokens all streams produced / wall time of the round."""
+    rates = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(lambda p: over_http(url, p), PROMPTS[:concurrency]))
+        rates.append(sum(r[2] for r in results) / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 def main():
