@@ -22,7 +22,7 @@ import torch
 from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.engine.torch_backend import check_context, load_tokenizer, render_prompt
+from slmkit.engine.torch_backend import load_tokenizer, prepare_prompt, render_prompt
 from slmkit.errors import ContextLengthExceededError, CorruptModelError
 
 
@@ -143,11 +143,7 @@ class LlamaCppEngine:
         return len(render_prompt(self.tokenizer, request))
 
     def prepare(self, request: GenerationRequest) -> list[int]:
-        """Validate ``request`` and return its prompt ids; raises before any work is done."""
-        request.validate()
-        prompt_ids = render_prompt(self.tokenizer, request)
-        check_context(len(prompt_ids), request.max_new_tokens, self.context_length)
-        return prompt_ids
+        return prepare_prompt(self.tokenizer, request, self.context_length)
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         prompt_ids = self.prepare(request)

@@ -91,6 +91,15 @@ def load_draft_model(reference: str, target, tokenizer):
     return model
 
 
+def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -> list[int]:
+    """Validate ``request`` and return its prompt ids; raises before any work is done.
+    Every backend prepares requests this way."""
+    request.validate()
+    prompt_ids = render_prompt(tokenizer, request)
+    check_context(len(prompt_ids), request.max_new_tokens, context_length)
+    return prompt_ids
+
+
 class TorchEngine:
     """One model on the CPU. Concurrent requests are decoded together by a
     :class:`~slmkit.engine.torch_batching.BatchScheduler` (up to ``max_batch_size`` at once)."""
@@ -120,11 +129,7 @@ class TorchEngine:
         return len(render_prompt(self.tokenizer, request))
 
     def prepare(self, request: GenerationRequest) -> list[int]:
-        """Validate ``request`` and return its prompt ids; raises before any work is done."""
-        request.validate()
-        prompt_ids = render_prompt(self.tokenizer, request)
-        check_context(len(prompt_ids), request.max_new_tokens, self.context_length)
-        return prompt_ids
+        return prepare_prompt(self.tokenizer, request, self.context_length)
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter
