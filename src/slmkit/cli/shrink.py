@@ -85,7 +85,7 @@ def distill(
     Example: [bold]slm distill notes.txt --teacher smollm2-135m --from-pruned --layers 10 --mlp-ratio 0.5 --name smol-small[/bold]
     """  # noqa: E501
     from slmkit.cli.common import quiet_libraries
-    from slmkit.cli.train import _report, _run_with_progress
+    from slmkit.cli.train import report_training, run_training_with_progress
     from slmkit.distill import DistillConfig
     from slmkit.distill import distill as run_distill
     from slmkit.prune import PruneConfig
@@ -96,6 +96,6 @@ def distill(
                            micro_batch_size=min(batch_size, 4), learning_rate=learning_rate, seq_len=seq_len,
                            checkpoint_every=checkpoint_every)
     prune_config = PruneConfig(layers=layers, kv_groups=kv_groups, mlp_ratio=mlp_ratio) if from_pruned else None
-    result = _run_with_progress(f"Distilling {teacher}", lambda progress: run_distill(
+    result = run_training_with_progress(f"Distilling {teacher}", lambda progress: run_distill(
         teacher, student, data, config, name=name, prune_config=prune_config, resume=resume, progress=progress))
-    _report(result, result.training, json_output)
+    report_training(result, result.training, json_output)

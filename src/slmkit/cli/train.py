@@ -46,7 +46,7 @@ def _progress_callback(progress, task):
     return update
 
 
-def _run_with_progress(description: str, run):
+def run_training_with_progress(description: str, run):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
@@ -57,7 +57,7 @@ def _run_with_progress(description: str, run):
         return run(_progress_callback(progress, task))
 
 
-def _report(result, training, json_output: bool) -> None:
+def report_training(result, training, json_output: bool) -> None:
     from slmkit.training.stage import is_main_process
 
     if not is_main_process():
@@ -115,10 +115,10 @@ def finetune(
                             lora_r=lora_r, lora_alpha=lora_alpha, keep_adapter=keep_adapter, eval_every=eval_every,
                             early_stopping_patience=early_stopping_patience, checkpoint_every=checkpoint_every,
                             seed=seed)
-    result = _run_with_progress(f"Fine-tuning {model} ({method})", lambda progress: run_finetune(
+    result = run_training_with_progress(f"Fine-tuning {model} ({method})", lambda progress: run_finetune(
         model, data, config, name=name, checkpoint_dir=checkpoint_dir, resume=resume,
         keep_checkpoints=keep_checkpoints, progress=progress))
-    _report(result, result.training, json_output)
+    report_training(result, result.training, json_output)
 
 
 def pretrain(
@@ -156,10 +156,10 @@ def pretrain(
                             micro_batch_size=micro_batch_size, seq_len=seq_len, warmup_steps=warmup_steps,
                             validation_fraction=validation_fraction, eval_every=eval_every,
                             checkpoint_every=checkpoint_every, seed=seed)
-    result = _run_with_progress(f"Pretraining {name} ({preset})", lambda progress: run_pretrain(
+    result = run_training_with_progress(f"Pretraining {name} ({preset})", lambda progress: run_pretrain(
         data, config, name=name, checkpoint_dir=checkpoint_dir, resume=resume,
         keep_checkpoints=keep_checkpoints, progress=progress))
-    _report(result, result.training, json_output)
+    report_training(result, result.training, json_output)
 
 
 def evaluate(
