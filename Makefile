@@ -45,7 +45,7 @@ example-kb: install
 	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --details build/pydoc-kb/answers.jsonl
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench examples
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-
 from pydoc_data.topics import topics
 
 from slmkit.engine import GenerationRequest, load_engine
