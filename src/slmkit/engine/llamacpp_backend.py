@@ -22,8 +22,8 @@ import torch
 from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.engine.torch_backend import load_tokenizer, prepare_prompt, render_prompt
-from slmkit.errors import ContextLengthExceededError, CorruptModelError
+from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
+from slmkit.errors import CorruptModelError
 
 
 def load_gguf_tokenizer(gguf_path: Path):
@@ -177,10 +177,7 @@ class LlamaCppEngine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
-        if len(token_ids) > self.context_length:
-            raise ContextLengthExceededError(
-                f"{len(token_ids)} tokens do not fit the context of {self.context_length}; score shorter windows."
-            )
+        check_scoring_window(len(token_ids), self.context_length)
         with self._lock:
             self._reset()
             logits = torch.from_numpy(self._decode(list(token_ids), 0, all_logits=True))[:-1]

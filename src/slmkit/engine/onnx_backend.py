@@ -20,8 +20,8 @@ import torch
 from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.engine.torch_backend import load_tokenizer, prepare_prompt, render_prompt
-from slmkit.errors import ContextLengthExceededError, CorruptModelError
+from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
+from slmkit.errors import CorruptModelError
 
 
 def find_onnx_file(folder: Path) -> Path:
@@ -129,10 +129,7 @@ class OnnxEngine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
-        if len(token_ids) > self.context_length:
-            raise ContextLengthExceededError(
-                f"{len(token_ids)} tokens do not fit the context of {self.context_length}; score shorter windows."
-            )
+        check_scoring_window(len(token_ids), self.context_length)
         with self._lock:
             logits, _ = self._run(list(token_ids), self._empty_past())
         logprobs = torch.log_softmax(torch.from_numpy(logits[:-1]).float(), dim=-1)

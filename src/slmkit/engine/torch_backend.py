@@ -91,6 +91,14 @@ def load_draft_model(reference: str, target, tokenizer):
     return model
 
 
+def check_scoring_window(tokens: int, context_length: int) -> None:
+    """``token_logprobs`` scores one window; it must fit the context."""
+    if tokens > context_length:
+        raise ContextLengthExceededError(
+            f"{tokens} tokens do not fit the context of {context_length}; score shorter windows."
+        )
+
+
 def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -> list[int]:
     """Validate ``request`` and return its prompt ids; raises before any work is done.
     Every backend prepares requests this way."""
@@ -149,10 +157,7 @@ class TorchEngine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
-        if len(token_ids) > self.context_length:
-            raise ContextLengthExceededError(
-                f"{len(token_ids)} tokens do not fit the context of {self.context_length}; score shorter windows."
-            )
+        check_scoring_window(len(token_ids), self.context_length)
         with self._lock:
             return teacher_forced_logprobs(self.model, token_ids)
 
