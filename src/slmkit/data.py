@@ -116,14 +116,20 @@ def read_utf8(path: Path) -> str:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}). Convert it to UTF-8.") from exc
 
 
-def parse_record(line: str, where: str) -> Example:
-    """One JSONL line as an Example; ``where`` (``file:line``) prefixes every error."""
+def parse_json_object(line: str, where: str) -> dict:
+    """One JSONL line that must hold a JSON object; errors name ``where`` (``file:line``)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}).") from exc
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+    return record
+
+
+def parse_record(line: str, where: str) -> Example:
+    """One JSONL line as an Example; ``where`` (``file:line``) prefixes every error."""
+    record = parse_json_object(line, where)
     if "messages" in record:
         return Example(source=where, messages=check_messages(record["messages"], where))
     if "prompt" in record or "completion" in record:

@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from slmkit.data import DataError, check_messages
+from slmkit.data import DataError, check_messages, parse_json_object
 from slmkit.perplexity import PerplexityResult
 
 
@@ -63,12 +63,7 @@ def load_tasks(path: str | Path) -> list[Task]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}).") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+        record = parse_json_object(line, where)
         expected = record.get("expected")
         if not (isinstance(expected, str) and expected.strip()) and not (isinstance(expected, dict) and expected):
             raise DataError(f"{where}: field 'expected' must be a non-empty string or JSON object.")
