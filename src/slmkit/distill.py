@@ -219,6 +219,7 @@ def distill(teacher: str, student: str | None, data: Sequence[str | Path], confi
     from slmkit.models import check_name, slm_home, store_path
     from slmkit.references import resolve_hf
     from slmkit.training import stage, train
+    from slmkit.training.loop import causal_lm_loss
 
     config = config or DistillConfig()
     config.check()
@@ -247,8 +248,9 @@ def distill(teacher: str, student: str | None, data: Sequence[str | Path], confi
     cache_path = slm_home() / "cache" / "teacher" / f"{cache_key}.safetensors"
     reused = cache_path.exists()
     if stage.is_main_process() and not reused:
-        build_teacher_cache(teacher_model, [*prepared.train, *prepared.validation], config.top_k,
-                            vocab_size).save(cache_path)
+        # Validation is scored with plain next-token loss, so only training positions need the teacher.
+        build_teacher_cache(teacher_model, prepared.train, config.top_k, vocab_size, progress=(lambda done, total: progress(
+            {"phase": "teacher logits", "step": done, "total_steps": total})) if progress else None).save(cache_path)
     stage.wait_for_everyone()
     cache = TeacherCache.load(cache_path)
     del teacher_model
@@ -259,7 +261,7 @@ def distill(teacher: str, student: str | None, data: Sequence[str | Path], confi
     student_model.train()
     result = train(student_model, prepared.train, distillation_loss(cache, config, vocab_size), config, run_dir,
                    validation_set=prepared.validation, pad_id=pad_id, resume=resume, fingerprint=fingerprint,
-                   progress=progress)
+                   validation_loss_fn=causal_lm_loss, progress=progress)
     parents = [ParentRef(teacher_ref.name, teacher_sha, str(teacher_ref.path))]
     if student_parent:
         parents.append(student_parent)

@@ -129,4 +129,5 @@ def training_metrics(result: TrainResult) -> dict:
     return {"train_loss": result.final_loss, "validation_loss": result.final_validation_loss,
             "steps": result.steps, "train_tokens": result.tokens, "train_seconds": round(result.seconds, 2),
             "train_tokens_per_s": round(result.tokens_per_s, 1), "stopped_early": result.stopped_early,
-            "resumed_from_step": result.resumed_from}
+            "resumed_from_step": result.resumed_from, "skipped_steps": result.skipped_steps,
+            "loss_spikes": result.loss_spikes}

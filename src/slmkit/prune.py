@@ -7,7 +7,12 @@ that every other command (export included) accepts:
 - KV groups (``kv_groups``): per layer, the key/value groups — with the query heads that share
   them — whose attention outputs have the smallest mean norm;
 - MLP channels (``mlp_ratio``): per layer, the intermediate channels with the smallest mean
-  activation magnitude (the input of ``down_proj``).
+  activation magnitude (the input of ``down_proj``);
+- embedding channels (``hidden_size``): the width of the residual stream, shared by every
+  layer and by the (tied) embedding, ranked by the mean magnitude of the RMSNorm outputs
+  across all layers (Minitron's width pruning). It is the only way to shrink the embedding,
+  which is a fifth of SmolLM2-135M. Each RMSNorm then averages over fewer channels, so its
+  weight is rescaled by the measured energy kept, to keep its output scale.
 
 Unstructured pruning (``sparsity``) zeroes individual weights of every linear layer in the
 blocks, by magnitude or by Wanda's |weight| × input-norm score, per output row or in the 2:4
@@ -19,6 +24,7 @@ kernels or a better-compressing quantization, not a speed-up by themselves.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +33,10 @@ import torch
 from slmkit.artifact import Card, ParentRef, content_hash, read_card
 from slmkit.errors import InvalidRequestError
 
+# Tensors whose input columns, or output rows, are the residual stream's channels.
+READS_RESIDUAL = ("embed_tokens.weight", "lm_head.weight", "q_proj.weight", "k_proj.weight", "v_proj.weight",
+                  "gate_proj.weight", "up_proj.weight")
+WRITES_RESIDUAL = ("o_proj.weight", "down_proj.weight", "o_proj.bias", "down_proj.bias")
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -35,6 +45,7 @@ class PruneConfig:
     layers: int = 0  # blocks to remove
     kv_groups: int = 0  # key/value groups to remove in every layer (their query heads go too)
     mlp_ratio: float = 1.0  # fraction of MLP channels to keep
+    hidden_size: int = 0  # embedding channels to keep; 0 keeps them all
     sparsity: float = 0.0  # fraction of weights to zero in the blocks' linear layers
     method: str = "wanda"  # magnitude | wanda (for sparsity)
     pattern: str = "unstructured"  # unstructured | 2:4 (for sparsity)
@@ -42,8 +53,8 @@ class PruneConfig:
     evaluation_tokens: int = 4096  # held-out text for perplexity before and after
 
     def validate(self) -> None:
-        if self.layers < 0 or self.kv_groups < 0:
-            raise InvalidRequestError("--layers and --kv-groups count what to remove and must be >= 0.")
+        if self.layers < 0 or self.kv_groups < 0 or self.hidden_size < 0:
+            raise InvalidRequestError("--layers, --kv-groups and --hidden-size must be >= 0.")
         if not 0.0 < self.mlp_ratio <= 1.0:
             raise InvalidRequestError(f"--mlp-ratio is the fraction of MLP channels kept: (0, 1], got {self.mlp_ratio}.")
         if not 0.0 <= self.sparsity < 1.0:
@@ -54,8 +65,13 @@ class PruneConfig:
             raise InvalidRequestError(f"--pattern must be unstructured or 2:4, got {self.pattern!r}.")
         if self.pattern == "2:4" and self.sparsity not in (0.0, 0.5):
             raise InvalidRequestError("The 2:4 pattern zeroes exactly half the weights: use --sparsity 0.5.")
-        if not (self.layers or self.kv_groups or self.mlp_ratio < 1.0 or self.sparsity):
-            raise InvalidRequestError("Nothing to prune: give --layers, --kv-groups, --mlp-ratio or --sparsity.")
+        if not (self.layers or self.kv_groups or self.mlp_ratio < 1.0 or self.hidden_size or self.sparsity):
+            raise InvalidRequestError(
+                "Nothing to prune: give --layers, --kv-groups, --mlp-ratio, --hidden-size or --sparsity.")
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.layers or self.kv_groups or self.mlp_ratio < 1.0 or self.hidden_size)
 
 
 @dataclasses.dataclass
@@ -89,8 +105,18 @@ def measure(model, batch: torch.Tensor) -> dict:
     layers = model.model.layers
     stats = {"mlp": [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers],
              "heads": [torch.zeros(layer.self_attn.o_proj.in_features) for layer in layers],
-             "inputs": {}, "influence": torch.zeros(len(layers))}
+             "inputs": {}, "influence": torch.zeros(len(layers)),
+             "hidden": torch.zeros(model.config.hidden_size), "norm_energy": {}}
     hooks = []
+    for name, module in model.named_modules():
+        if type(module).__name__.endswith("RMSNorm") and getattr(module, "weight", None) is not None \
+                and module.weight.shape == (model.config.hidden_size,):
+            def record_norm(module, args, output, name=name):
+                stats["hidden"] += output.abs().sum(dim=(0, 1))
+                energy = args[0].pow(2).sum(dim=(0, 1))
+                stats["norm_energy"][name] = stats["norm_energy"].get(name, 0) + energy
+
+            hooks.append(module.register_forward_hook(record_norm))
     for index, layer in enumerate(layers):
         def record_mlp(module, args, index=index):
             stats["mlp"][index] += args[0].abs().sum(dim=(0, 1))
@@ -164,7 +190,36 @@ def structured_state(model, stats: dict, config: PruneConfig) -> tuple[dict, dic
     changes = {"removed_layers": sorted(drop), "num_hidden_layers": len(keep_layers), "intermediate_size": keep_channels,
                "num_attention_heads": keep_groups * per_group, "num_key_value_heads": keep_groups,
                "head_dim": head_dim}
+    if config.hidden_size and config.hidden_size != cfg.hidden_size:
+        _prune_hidden(new_state, stats, config.hidden_size, cfg.hidden_size, keep_layers, keep_groups * per_group)
+        changes["hidden_size"] = config.hidden_size
     return new_state, changes
+
+
+def _prune_hidden(state: dict, stats: dict, keep: int, width: int, keep_layers: list[int], heads: int) -> None:
+    """Keep the ``keep`` most active embedding channels in every tensor that reads or writes the
+    residual stream (in place on ``state``, already renumbered to the kept layers)."""
+    if keep > width:
+        raise InvalidRequestError(f"--hidden-size {keep} is larger than the model's hidden size {width}.")
+    if keep % heads:
+        raise InvalidRequestError(
+            f"--hidden-size must be a multiple of the {heads} attention heads left (transformers requires it); "
+            f"try {max(heads, keep // heads * heads)}.")
+    channels = torch.argsort(stats["hidden"], descending=True)[:keep].sort().values
+    for key in list(state):
+        tensor = state[key]
+        if key.endswith("norm.weight") and tensor.shape == (width,):
+            module = re.sub(r"^model\.layers\.(\d+)\.", lambda m: f"model.layers.{keep_layers[int(m[1])]}.",
+                            key[: -len(".weight")])
+            energy = stats["norm_energy"].get(module)
+            # RMSNorm divides by the root-mean-square over the channels left; rescale its weight
+            # by how that changes on calibration text so the kept channels keep their scale.
+            scale = (energy[channels].sum() / keep / (energy.sum() / width)).sqrt() if energy is not None else 1.0
+            state[key] = tensor[channels] * scale
+        elif key.endswith(READS_RESIDUAL):
+            state[key] = tensor[:, channels].contiguous()
+        elif key.endswith(WRITES_RESIDUAL):
+            state[key] = tensor[channels].contiguous()
 
 
 @torch.no_grad()
@@ -220,7 +275,7 @@ def prune(model_ref: str, config: PruneConfig, name: str | None = None, calibrat
     stats = measure(model, calibration)
     parameters_before = parameter_count(model)
     removed_layers: list[int] = []
-    if config.layers or config.kv_groups or config.mlp_ratio < 1.0:
+    if config.structured:
         report("removing layers, heads and channels")
         state, changes = structured_state(model, stats, config)
         removed_layers = changes.pop("removed_layers")

@@ -53,6 +53,38 @@ def test_the_least_influential_layer_is_the_one_removed(slm_home, tiny_model_dir
     assert torch.equal(kept_weight, weights(tiny_model_dir)[f"model.layers.{keep}.mlp.down_proj.weight"])
 
 
+def test_width_pruning_of_unused_channels_keeps_the_outputs(slm_home, tiny_model_dir, tmp_path):
+    """Channels nothing writes to are the least active; dropping them must leave the logits as
+    they were, which also checks the RMSNorm rescale (the same energy over fewer channels)."""
+    from slmkit.engine.torch_backend import load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    unused = torch.arange(48, 64)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, unused] = 0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[unused] = 0
+            layer.mlp.down_proj.weight[unused] = 0
+    source = tmp_path / "narrowable"
+    model.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    result = prune(str(source), PruneConfig(hidden_size=48, calibration_tokens=1024, evaluation_tokens=512),
+                   name="narrow")
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["hidden_size"] == 48 and config["num_attention_heads"] == 4 and config["head_dim"] == 16
+    after = weights(result.path)
+    assert after["model.embed_tokens.weight"].shape == (len(tokenizer), 48)
+    assert after["model.layers.0.self_attn.q_proj.weight"].shape == (64, 48)
+    assert after["model.layers.0.self_attn.o_proj.weight"].shape == (48, 64)
+    assert after["model.layers.1.mlp.down_proj.weight"].shape == (48, 128)
+    assert after["model.norm.weight"].shape == (48,)
+    ids = torch.tensor([tokenizer("def f(x): return x + 1", add_special_tokens=False)["input_ids"]])
+    narrow = load_causal_lm(result.path)
+    with torch.no_grad():
+        torch.testing.assert_close(narrow(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    assert result.card.metrics["perplexity_after"] == pytest.approx(result.card.metrics["perplexity_before"], rel=1e-3)
+
+
 @pytest.mark.parametrize("method,pattern", [("magnitude", "unstructured"), ("wanda", "unstructured"), ("wanda", "2:4")])
 def test_unstructured_sparsity(slm_home, tiny_model_dir, method, pattern):
     config = PruneConfig(sparsity=0.5, method=method, pattern=pattern, calibration_tokens=512, evaluation_tokens=512)
@@ -71,6 +103,7 @@ def test_unstructured_sparsity(slm_home, tiny_model_dir, method, pattern):
 
 @pytest.mark.parametrize("config", [PruneConfig(), PruneConfig(layers=2), PruneConfig(kv_groups=2),
                                     PruneConfig(mlp_ratio=0), PruneConfig(sparsity=0.3, pattern="2:4"),
+                                    PruneConfig(hidden_size=30), PruneConfig(hidden_size=128),
                                     PruneConfig(sparsity=0.5, method="random")])
 def test_bad_settings_are_clear_errors(slm_home, tiny_model_dir, config):
     with pytest.raises(InvalidRequestError):

@@ -79,7 +79,7 @@ def test_incomplete_checkpoints_are_skipped_and_cleaned(tiny_model_dir, prepared
     assert not list(directory.glob(".tmp-*"))
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir, prepared, tmp_path):
+def test_non_finite_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tiny_model_dir, prepared, tmp_path):
     calls = {"n": 0}
 
     def exploding_loss(model, batch):
@@ -89,12 +89,50 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir
 
     directory = tmp_path / "ck"
     with pytest.raises(NonFiniteLossError) as caught:
-        run(tiny_model_dir, prepared, directory, loss_fn=exploding_loss, checkpoint_every=2, micro_batch_size=4)
+        run(tiny_model_dir, prepared, directory, loss_fn=exploding_loss, checkpoint_every=2, micro_batch_size=4,
+            max_bad_steps=3, max_steps=12)
     message = caught.value.message
-    assert "step 6" in message and "nan" in message and "step-00000004" in message and "--resume" in message
-    assert [p.name for p in ckpt.complete_checkpoints(directory)] == ["step-00000002", "step-00000004"]
-    weights, _ = ckpt.load_checkpoint(directory / "step-00000004")
-    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert "step 8" in message and "nan" in message and "3 non-finite steps in a row" in message
+    assert "step-00000006" in message and "--resume" in message
+    assert [p.name for p in ckpt.complete_checkpoints(directory)] == ["step-00000004", "step-00000006"]
+    for checkpoint in ckpt.complete_checkpoints(directory):
+        weights, _ = ckpt.load_checkpoint(checkpoint)
+        assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_an_isolated_non_finite_step_is_skipped_and_counted(tiny_model_dir, prepared, caplog):
+    calls = {"n": 0}
+
+    def one_bad_step(model, batch):
+        calls["n"] += 1
+        loss = causal_lm_loss(model, batch)
+        return loss * float("inf") if calls["n"] == 3 else loss
+
+    snapshots = []
+    config = TrainConfig(learning_rate=3e-3, batch_size=4, micro_batch_size=4, max_steps=6)
+    model = fresh_model(tiny_model_dir)
+    first = next(model.parameters())
+    result = train(model, prepared.train, one_bad_step, config,
+                   progress=lambda event: snapshots.append(first.detach().clone()))
+    assert result.skipped_steps == [3] and result.steps == 6 and len(result.losses) == 5
+    assert torch.equal(snapshots[2], snapshots[1]), "the skipped step changed no weight"
+    assert not torch.equal(snapshots[3], snapshots[2]), "training went on after it"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "Step 3 skipped" in caplog.text
+
+
+def test_a_loss_spike_is_logged(tiny_model_dir, prepared, caplog):
+    calls = {"n": 0}
+
+    def spiking_loss(model, batch):
+        calls["n"] += 1
+        loss = causal_lm_loss(model, batch)
+        return loss * 1000 if calls["n"] == 7 else loss
+
+    _, result = run(tiny_model_dir, prepared, loss_fn=spiking_loss, learning_rate=1e-6, max_steps=8,
+                    max_grad_norm=1.0)
+    assert result.loss_spikes == [7] and not result.skipped_steps
+    assert "Loss spike at step 7" in caplog.text
 
 
 def test_early_stopping_and_validation_history(tiny_model_dir, prepared):

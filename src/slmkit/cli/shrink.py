@@ -22,6 +22,8 @@ def prune(
     layers: Annotated[int, typer.Option(help="Remove this many layers, the ones that change their input least.")] = 0,
     kv_groups: Annotated[int, typer.Option(help="Remove this many key/value head groups per layer (with their query heads).")] = 0,  # noqa: E501
     mlp_ratio: Annotated[float, typer.Option(help="Keep this fraction of MLP channels, by activation.")] = 1.0,
+    hidden_size: Annotated[int, typer.Option(help="Keep this many embedding channels (model width), by activation; "
+                                              "0 keeps all.")] = 0,
     sparsity: Annotated[float, typer.Option(help="Zero this fraction of the blocks' weights (same shapes).")] = 0.0,
     method: Annotated[str, typer.Option(help="Weight scores for --sparsity: magnitude or wanda.")] = "wanda",
     pattern: Annotated[str, typer.Option(help="unstructured, or 2:4 (two zeros in every four weights).")] = "unstructured",
@@ -39,8 +41,8 @@ def prune(
     from slmkit.prune import prune as run_prune
 
     quiet_libraries()
-    config = PruneConfig(layers=layers, kv_groups=kv_groups, mlp_ratio=mlp_ratio, sparsity=sparsity, method=method,
-                         pattern=pattern, calibration_tokens=calibration_tokens)
+    config = PruneConfig(layers=layers, kv_groups=kv_groups, mlp_ratio=mlp_ratio, hidden_size=hidden_size,
+                         sparsity=sparsity, method=method, pattern=pattern, calibration_tokens=calibration_tokens)
     with err.status("Pruning") as status:
         result = run_prune(model, config, name=name,
                            calibration_text=calibration.read_text() if calibration else None,
@@ -65,6 +67,7 @@ def distill(
     layers: Annotated[int, typer.Option(help="With --from-pruned: layers to remove.")] = 0,
     kv_groups: Annotated[int, typer.Option(help="With --from-pruned: key/value groups to remove per layer.")] = 0,
     mlp_ratio: Annotated[float, typer.Option(help="With --from-pruned: fraction of MLP channels kept.")] = 1.0,
+    hidden_size: Annotated[int, typer.Option(help="With --from-pruned: embedding channels kept (0 = all).")] = 0,
     method: Annotated[str, typer.Option(help="logits (same tokenizer) or sequence (teacher answers; any tokenizer).")] = "logits",  # noqa: E501
     divergence: Annotated[str, typer.Option(help="forward_kl, reverse_kl or jsd.")] = "forward_kl",
     temperature: Annotated[float, typer.Option(help="Softmax temperature of both distributions.")] = 1.0,
@@ -95,7 +98,8 @@ def distill(
                            epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                            micro_batch_size=min(batch_size, 4), learning_rate=learning_rate, seq_len=seq_len,
                            checkpoint_every=checkpoint_every)
-    prune_config = PruneConfig(layers=layers, kv_groups=kv_groups, mlp_ratio=mlp_ratio) if from_pruned else None
+    prune_config = PruneConfig(layers=layers, kv_groups=kv_groups, mlp_ratio=mlp_ratio,
+                                hidden_size=hidden_size) if from_pruned else None
     result = run_training_with_progress(f"Distilling {teacher}", lambda progress: run_distill(
         teacher, student, data, config, name=name, prune_config=prune_config, resume=resume, progress=progress))
     report_training(result, result.training, json_output)

@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
 
 def _progress_callback(progress, task):
     def update(event: dict) -> None:
+        if "phase" in event:  # a preparation pass before training, e.g. the teacher's logits
+            progress.update(task, completed=event["step"], total=event["total_steps"], loss=event["phase"], speed="")
+            return
         validation = event["validation_loss"]
         progress.update(task, completed=event["step"], total=event["total_steps"],
                         loss=f"loss {event['loss']:.4f}" + (f" val {validation:.4f}" if validation is not None else ""),

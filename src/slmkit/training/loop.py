@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -27,6 +28,7 @@ from slmkit.data import IGNORE_INDEX, TokenizedExample, collate
 from slmkit.errors import InvalidRequestError, SlmError
 from slmkit.training import checkpoint as ckpt
 
+logger = logging.getLogger(__name__)
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 
 
@@ -52,6 +54,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between validation losses; 0 = only at the end
     early_stopping_patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    max_bad_steps: int = 3  # non-finite steps in a row before the run stops; isolated ones are skipped
 
     def validate(self) -> None:
         checks = [
@@ -63,6 +66,7 @@ class TrainConfig:
             (self.lr_schedule in ("cosine", "linear", "constant"),
              f"lr_schedule must be cosine, linear or constant, got {self.lr_schedule!r}"),
             (self.checkpoint_every >= 0 and self.eval_every >= 0, "checkpoint_every and eval_every must be >= 0"),
+            (self.max_bad_steps >= 1, f"max_bad_steps must be >= 1, got {self.max_bad_steps}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -72,7 +76,7 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     steps: int
-    losses: list[float]  # training loss of every step (mean over the step's trained tokens)
+    losses: list[float]  # training loss of every applied step (mean over the step's trained tokens)
     validation: list[tuple[int, float]]  # (step, validation loss)
     tokens: int  # input tokens seen (every process together)
     seconds: float  # wall time of this process's share (excludes steps done before a resume)
@@ -80,6 +84,8 @@ class TrainResult:
     cpu_seconds: float  # CPU time of this process (all its threads) over the same steps
     resumed_from: int | None  # the step a resumed run started at
     stopped_early: bool
+    skipped_steps: list[int] = dataclasses.field(default_factory=list)  # non-finite steps, not applied
+    loss_spikes: list[int] = dataclasses.field(default_factory=list)  # steps whose loss jumped x100
 
     @property
     def final_loss(self) -> float:
@@ -109,12 +115,17 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
 def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn: LossFn, config: TrainConfig,
           checkpoint_dir: Path | None = None, *, validation_set: Sequence[TokenizedExample] = (),
           pad_id: int = 0, resume: bool = False, fingerprint: str = "",
+          validation_loss_fn: LossFn | None = None,
           progress: Callable[[dict], None] | None = None) -> TrainResult:
     """Train the parameters of ``model`` that require grad; returns the loss history.
 
     ``fingerprint`` identifies the run's settings and data; resuming from a checkpoint made
     with another fingerprint is refused. ``progress`` gets one event dict per step (main
-    process only). Raises NonFiniteLossError if the loss or gradient stops being finite.
+    process only). ``validation_loss_fn`` (default ``loss_fn``) scores the validation set, e.g.
+    plain next-token loss for a distillation run, so that runs of different verbs compare.
+    A step whose loss or gradient is not finite is skipped (no update) and counted in
+    ``skipped_steps``; ``config.max_bad_steps`` of them in a row raise NonFiniteLossError. A loss
+    over 100x the recent median is logged and listed in ``loss_spikes``.
     """
     from accelerate import Accelerator
     from transformers import get_scheduler
@@ -147,20 +158,33 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
         order = epoch_order(len(train_set), config.seed, epoch)
         batch = [train_set[i] for i in order[index * config.batch_size:(index + 1) * config.batch_size]]
         loss, grad_norm = _train_step(accelerator, model, params, batch, loss_fn, config, pad_id)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(_non_finite_message(run.step + 1, loss, grad_norm, checkpoint_dir, config))
-        optimizer.step()
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            if _is_spike(loss, run.losses):
+                run.loss_spikes.append(run.step + 1)
+                logger.warning("Loss spike at step %d: %.4g, over 100 times the recent median.", run.step + 1, loss)
+            optimizer.step()
+            run.losses.append(loss)
+            run.bad_in_a_row = 0
+        else:
+            # Skip the update (weights and optimizer moments stay as they were) and count it;
+            # only a run of them means the training itself has diverged.
+            run.skipped_steps.append(run.step + 1)
+            run.bad_in_a_row += 1
+            logger.warning("Step %d skipped: loss %s, gradient norm %s.", run.step + 1, loss, grad_norm)
+            if run.bad_in_a_row >= config.max_bad_steps:
+                optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(_non_finite_message(run.step + 1, loss, grad_norm, checkpoint_dir, config,
+                                                             run.bad_in_a_row))
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         run.step += 1
-        run.losses.append(loss)
         step_tokens = sum(len(e.input_ids) for e in batch)
         run.tokens += step_tokens
         seen_tokens += step_tokens
         last = run.step == total_steps
         if validation_set and ((config.eval_every and run.step % config.eval_every == 0) or last):
-            value = validation_loss(accelerator, unwrapped, validation_set, loss_fn, config, pad_id)
+            value = validation_loss(accelerator, unwrapped, validation_set, validation_loss_fn or loss_fn, config, pad_id)
             run.record_validation(run.step, value)
             last = last or (config.early_stopping_patience and run.bad_evals >= config.early_stopping_patience)
             run.stopped_early = bool(last and run.step < total_steps)
@@ -168,7 +192,7 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
             _save(accelerator, checkpoint_dir, unwrapped, optimizer, scheduler, run, fingerprint, config)
         if progress and accelerator.is_main_process:
             elapsed = time.perf_counter() - started
-            progress({"step": run.step, "total_steps": total_steps, "loss": loss,
+            progress({"step": run.step, "total_steps": total_steps, "loss": loss, "skipped_steps": len(run.skipped_steps),
                       "learning_rate": scheduler.get_last_lr()[0], "tokens_per_s": seen_tokens / max(elapsed, 1e-9),
                       "validation_loss": run.validation[-1][1] if run.validation else None})
         if last:
@@ -176,7 +200,8 @@ def train(model: torch.nn.Module, train_set: Sequence[TokenizedExample], loss_fn
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
     return TrainResult(run.step, run.losses, run.validation, run.tokens, seconds, seen_tokens / max(seconds, 1e-9),
-                       time.process_time() - cpu_started, start_step if start_step else None, run.stopped_early)
+                       time.process_time() - cpu_started, start_step if start_step else None, run.stopped_early,
+                       run.skipped_steps, run.loss_spikes)
 
 
 @dataclasses.dataclass
@@ -188,6 +213,9 @@ class _RunState:
     best_validation: float = math.inf
     bad_evals: int = 0
     stopped_early: bool = False
+    skipped_steps: list[int] = dataclasses.field(default_factory=list)
+    loss_spikes: list[int] = dataclasses.field(default_factory=list)
+    bad_in_a_row: int = 0
 
     def record_validation(self, step: int, value: float) -> None:
         self.validation.append((step, value))
@@ -195,6 +223,11 @@ class _RunState:
             self.best_validation, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
+
+
+def _is_spike(loss: float, history: list[float], window: int = 20) -> bool:
+    recent = sorted(history[-window:])
+    return len(recent) >= 5 and loss > 100 * recent[len(recent) // 2]
 
 
 def _shares(accelerator, examples: Sequence[TokenizedExample], micro_batch_size: int) -> list[list]:
@@ -249,6 +282,10 @@ def _trainable(model) -> dict[str, torch.Tensor]:
 
 def _save(accelerator, directory, model, optimizer, scheduler, run, fingerprint, config) -> None:
     if accelerator.is_main_process:
+        broken = [name for name, p in _trainable(model).items() if not torch.isfinite(p).all()]
+        if broken:  # never write a checkpoint that could not be resumed from
+            raise NonFiniteLossError(f"Not saving step {run.step}: non-finite weights in {', '.join(broken[:3])}. "
+                                     "Resume from the last good checkpoint with a lower learning rate.")
         state = {"step": run.step, "fingerprint": fingerprint, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state(),
                  "run": {k: v for k, v in dataclasses.asdict(run).items()}}
@@ -277,9 +314,10 @@ def _restore(path: Path, model, optimizer, scheduler, fingerprint: str) -> _RunS
     return run
 
 
-def _non_finite_message(step, loss, grad_norm, checkpoint_dir, config) -> str:
+def _non_finite_message(step, loss, grad_norm, checkpoint_dir, config, in_a_row) -> str:
     latest = ckpt.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     what = f"the loss became {loss}" if not math.isfinite(loss) else f"the gradient norm became {grad_norm}"
+    what += f" ({in_a_row} non-finite steps in a row; isolated ones are skipped)"
     kept = (f"The last good checkpoint is {latest}; after fixing the cause, continue from it with --resume."
             if latest else "No checkpoint had been written yet.")
     return (f"Training stopped at step {step}: {what}. {kept} "
