@@ -1,5 +1,7 @@
 """Reading documents: each format, cleaning, heading paths, pages, and per-document errors."""
 
+import time
+
 import pytest
 from kb_builders import make_pdf
 
@@ -112,3 +114,36 @@ def test_decompression_bomb_pdf_is_a_per_document_error(tmp_path):
     except DocumentError:
         return  # refused: over the memory cap or rejected by pypdf's own limits
     assert sum(len(s.text) for s in sections) < 10_000_000  # or read, with pypdf's output cap
+
+
+def test_entity_expansion_in_html_is_not_performed(tmp_path):
+    """A billion-laughs DTD: html.parser never defines custom entities, so the page stays small."""
+    entities = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    page = (f'<?xml version="1.0"?><!DOCTYPE html [<!ENTITY lol0 "lol">{entities}]>'
+            "<html><body><h1>Billing</h1><p>Refunds take &lol9; five days.</p></body></html>")
+    path = tmp_path / "laughs.html"
+    path.write_text(page)
+    started = time.perf_counter()
+    text = " ".join(s.text for s in read_sections(path))
+    assert time.perf_counter() - started < 5
+    assert "Refunds take" in text and text.count("lol") < 100
+
+
+def test_a_pdf_whose_page_tree_loops_is_a_per_document_error(tmp_path):
+    """A page tree that lists itself as its own kid: the child process must not hang or crash the batch."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"]
+    body, offsets = b"%PDF-1.4\n", []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(body)
+    body += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    body += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    body += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path = tmp_path / "loop.pdf"
+    path.write_bytes(body)
+    started = time.perf_counter()
+    with pytest.raises(DocumentError, match="loop.pdf: not a readable PDF"):
+        read_sections(path)
+    assert time.perf_counter() - started < 40
