@@ -71,7 +71,8 @@ class ModelDrafter:
         draft: list[int] = []
         with torch.inference_mode():
             for _ in range(count):
-                logits = self.model(input_ids=torch.tensor([feed]), cache=self.cache, use_cache=True).logits[0, -1]
+                logits = self.model(input_ids=torch.tensor([feed]), cache=self.cache, use_cache=True,
+                                    logits_to_keep=1).logits[0, -1]
                 token = int(logits.argmax())
                 draft.append(token)
                 feed = [token]

@@ -165,6 +165,9 @@ def write_float_gguf(source: Path, out_file: Path, name: str, float16: bool) -> 
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_dimension_count(head_dim(config))
+    # llama.cpp assumes hidden_size / heads per head unless told; width-pruned models differ.
+    writer.add_key_length(head_dim(config))
+    writer.add_value_length(head_dim(config))
     writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(len(tokens))
