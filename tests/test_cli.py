@@ -101,3 +101,15 @@ def test_generate_with_a_draft_model(tiny_model_dir):
     assisted = json.loads(result.stdout)
     assert assisted["text"] == plain["text"]
     assert assisted["draft_tokens"] > 0 and assisted["accepted_draft_tokens"] == assisted["draft_tokens"]
+
+
+def test_draft_tokens_sets_how_many_tokens_each_step_drafts(tiny_model_dir):
+    result = runner.invoke(app, ["generate", str(tiny_model_dir), "Hello", "-n", "12", "--json",
+                                 "--draft", str(tiny_model_dir), "--draft-tokens", "2"])
+    assisted = json.loads(result.stdout)
+    # A perfect draft: after the first token, steps draft 2, 2, 2 and (room for one) 1 token, each
+    # keeping them all and adding one of the model's own: 1 + 3 + 3 + 3 + 2 = 12 tokens.
+    assert assisted["draft_tokens"] == 7 == assisted["accepted_draft_tokens"]
+    bad = runner.invoke(app, ["generate", str(tiny_model_dir), "Hello", "--draft", str(tiny_model_dir),
+                              "--draft-tokens", "0"])
+    assert bad.exit_code != 0

@@ -11,6 +11,7 @@ import typer
 from slmkit.cli.common import (
     Backend,
     Draft,
+    DraftTokens,
     JsonFlag,
     MaxTokens,
     ModelArg,
@@ -45,6 +46,7 @@ def generate(
     raw: Annotated[bool, typer.Option("--raw", help="Complete the prompt as plain text, without the chat template.")] = False,  # noqa: E501
     backend: Backend = "auto",
     draft: Draft = None,
+    draft_tokens: DraftTokens = 4,
     json_output: JsonFlag = False,
 ) -> None:
     """Answer one prompt, streaming the text as it is generated.
@@ -55,7 +57,7 @@ def generate(
 
     if prompt == "-":
         prompt = sys.stdin.read()
-    engine = load_with_progress(model, backend, **({"draft": draft} if draft else {}))
+    engine = load_with_progress(model, backend, **({"draft": draft, "draft_tokens": draft_tokens} if draft else {}))
     request = build_request(prompt, chat=not raw, system=system, max_new_tokens=max_tokens, stop=stop,
                             temperature=temperature, top_p=top_p, top_k=top_k,
                             repetition_penalty=repetition_penalty, seed=seed)
@@ -87,6 +89,7 @@ def chat(
     seed: Seed = None,
     backend: Backend = "auto",
     draft: Draft = None,
+    draft_tokens: DraftTokens = 4,
     url: Annotated[str | None, typer.Option(help="Chat with a running server instead (e.g. http://127.0.0.1:8000).")] = None,  # noqa: E501
     api_key: Annotated[str | None, typer.Option(envvar="SLM_API_KEY", help="API key for --url.")] = None,
 ) -> None:
@@ -103,7 +106,8 @@ def chat(
 
         engine = RemoteEngine(url, model=model, api_key=api_key)
     else:
-        engine = load_with_progress(model or "smollm2-135m", backend, **({"draft": draft} if draft else {}))
+        engine = load_with_progress(model or "smollm2-135m", backend,
+                                    **({"draft": draft, "draft_tokens": draft_tokens} if draft else {}))
     conversation = Conversation(engine, system=system, max_new_tokens=max_tokens,
                                 sampling=SamplingParams(temperature, top_p, top_k, repetition_penalty, seed))
     err.print(f"[bold]{engine.model_name}[/bold] ready. /reset clears the history, /exit quits.")
