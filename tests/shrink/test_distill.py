@@ -19,27 +19,44 @@ def softmax(values):
 
 
 def test_divergences_match_hand_computed_values():
+    """Teacher and student compared on the teacher's top-2 tokens plus "any other token"."""
     student = torch.tensor([[0.5, 2.0, -1.0, 0.5]])
+    teacher_full = [0.0, 3.0, 0.5, 1.0]
     teacher_ids = torch.tensor([[1, 3]])
     teacher_logits = torch.tensor([[3.0, 1.0]])
     for temperature in (1.0, 2.0):
-        p = softmax([3.0 / temperature, 1.0 / temperature])
-        q = softmax([2.0 / temperature, 0.5 / temperature])
+        p_all = softmax([v / temperature for v in teacher_full])
+        q_all = softmax([v / temperature for v in student[0].tolist()])
+        p = [p_all[1], p_all[3], p_all[0] + p_all[2]]
+        q = [q_all[1], q_all[3], q_all[0] + q_all[2]]
         forward = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
         reverse = sum(qi * math.log(qi / pi) for pi, qi in zip(p, q, strict=True))
         m = [0.3 * pi + 0.7 * qi for pi, qi in zip(p, q, strict=True)]
         jsd = 0.3 * sum(pi * math.log(pi / mi) for pi, mi in zip(p, m, strict=True)) + \
             0.7 * sum(qi * math.log(qi / mi) for qi, mi in zip(q, m, strict=True))
+        lse = torch.tensor([math.log(sum(math.exp(v / temperature) for v in teacher_full))])
         for kind, expected in (("forward_kl", forward), ("reverse_kl", reverse), ("jsd", jsd)):
-            value = divergence(student, teacher_ids, teacher_logits, kind, temperature, beta=0.3)
+            value = divergence(student, teacher_ids, teacher_logits, kind, temperature, beta=0.3, teacher_lse=lse)
             assert value.item() == pytest.approx(expected, rel=1e-4), kind  # float32 arithmetic
+
+
+def test_mass_outside_the_teacher_top_k_is_penalized():
+    """A student that matches the teacher's top-k proportions but puts mass elsewhere is not a
+    perfect student (renormalizing both on the top-k would call it one)."""
+    teacher = torch.tensor([[4.0, 3.0, -5.0, -5.0]])
+    values, ids = teacher.topk(2, dim=-1)
+    lse = torch.logsumexp(teacher, dim=-1)
+    off_support = torch.tensor([[4.0, 3.0, 6.0, 6.0]])  # same top-2 ratio, most mass elsewhere
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert divergence(teacher, ids, values, kind, teacher_lse=lse).abs().item() < 1e-6
+        assert divergence(off_support, ids, values, kind, teacher_lse=lse).item() > 0.1
 
 
 def test_divergence_is_zero_when_student_matches_teacher():
     logits = torch.randn(2, 5, 50)
     values, ids = logits.topk(8, dim=-1)
     for kind in ("forward_kl", "reverse_kl", "jsd"):
-        assert divergence(logits, ids, values, kind).abs().max() < 1e-5
+        assert divergence(logits, ids, values, kind, teacher_lse=torch.logsumexp(logits, -1)).abs().max() < 1e-5
 
 
 @pytest.fixture()
@@ -81,9 +98,11 @@ def test_cache_lookup_returns_the_teacher_top_k(tiny_model_dir, corpus):
     examples = prepare(tokenizer, load_examples([corpus]), 32, 0.0, 0, True).train[:3]
     cache = build_teacher_cache(teacher, examples, 4, len(tokenizer))
     batch = torch.tensor([examples[1].input_ids])
-    ids, logits = cache.batch(batch, torch.ones_like(batch))
-    expected_values, expected_ids = teacher(input_ids=batch).logits[0].topk(4, dim=-1)
+    ids, logits, lse = cache.batch(batch, torch.ones_like(batch))
+    full = teacher(input_ids=batch).logits[0]
+    expected_values, expected_ids = full.topk(4, dim=-1)
     assert torch.equal(ids[0], expected_ids) and torch.allclose(logits[0], expected_values, atol=1e-2)
+    assert torch.allclose(lse[0], torch.logsumexp(full, dim=-1), atol=1e-4)
     assert TeacherCache.key(examples[0].input_ids) in cache.index
 
 
