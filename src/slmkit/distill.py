@@ -285,7 +285,7 @@ def distill(teacher: str, student: str | None, data: Sequence[str | Path], confi
     cache = TeacherCache.load(cache_path)
     del teacher_model
     run_dir = stage.run_directory(name, checkpoint_dir, resume)
-    fingerprint = stage.fingerprint(config, teacher=teacher_sha, data=data_hash,
+    fingerprint = stage.fingerprint(config, teacher=teacher_sha, data=data_hash, teacher_cache=cache_key,
                                     student=student_parent.content_sha256 if student_parent else student)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     student_model.train()
