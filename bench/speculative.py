@@ -2,7 +2,7 @@
 (run by `make bench`).
 
 The first run builds the draft (examples/distill/build_draft.py: prune the teacher, distill it
-on Python's documentation and on the teacher's own answers; about 25 minutes on 2 CPU cores,
+on Python's documentation and on the teacher's own answers; about 35 minutes on 2 CPU cores,
 reusing anything `make example-distill` already built). Every run then answers ten held-out
 questions greedily with and without the draft, alternating the two so both see the same
 machine load, and prints the acceptance rate, the speed-up against plain decoding measured in
