@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from kb_builders import make_pdf
+from kb_builders import make_pdf, pdf_from_objects
 
 from slmkit.kb.ingest import DocumentError, chunk_sections, find_documents, read_pdf_isolated, read_sections
 
@@ -133,16 +133,8 @@ def test_a_pdf_whose_page_tree_loops_is_a_per_document_error(tmp_path):
     """A page tree that lists itself as its own kid: the child process must not hang or crash the batch."""
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [2 0 R 3 0 R] /Count 2 >>",
                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"]
-    body, offsets = b"%PDF-1.4\n", []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(body))
-        body += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
-    xref = len(body)
-    body += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    body += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    body += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     path = tmp_path / "loop.pdf"
-    path.write_bytes(body)
+    path.write_bytes(pdf_from_objects(objects))
     started = time.perf_counter()
     with pytest.raises(DocumentError, match="loop.pdf: not a readable PDF"):
         read_sections(path)
