@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run_evidence import SETTINGS, TEACHER, build_data  # noqa: E402
+from run_evidence import SETTINGS, TEACHER, build_data, build_once  # noqa: E402
 
 DRAFT_PRUNING = {"hidden_size": 288, "mlp_ratio": 0.4, "layers": 24}
 # Questions a user of the teacher might ask; none of them is among the training prompts.
@@ -141,11 +141,8 @@ def main() -> None:
     minutes = {}
 
     def stage(name: str, build) -> None:
-        if not store_path(name).exists():
-            print(f"== {name}", flush=True)
-            started = time.perf_counter()
-            build()
-            minutes[name] = (time.perf_counter() - started) / 60
+        if built := build_once(name, build):
+            minutes[name] = built[1]
 
     stage("evidence-draft-pruned", lambda: prune(TEACHER, PruneConfig(**DRAFT_PRUNING), name="evidence-draft-pruned"))
     stage("evidence-draft-docs", lambda: distill(TEACHER, "evidence-draft-pruned", [args.out / "train.jsonl"],

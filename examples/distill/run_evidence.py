@@ -144,24 +144,34 @@ def validation_curve(training: dict) -> list[list[float]]:
     return [[step * tokens_per_step, loss] for step, loss in training["validation"]]
 
 
-def start_of_curve(name: str, out: Path) -> float:
-    """Next-token validation loss of a stored model on the runs' validation split, before training."""
+def starting_losses(names: list[str], out: Path) -> list[float]:
+    """Next-token loss of stored models (same tokenizer) on the runs' validation split, before training."""
+    from accelerate import Accelerator
+
     from slmkit.data import load_examples, prepare
     from slmkit.engine.torch_backend import load_causal_lm, load_tokenizer
     from slmkit.references import resolve_hf
+    from slmkit.training import TrainConfig
     from slmkit.training.loop import causal_lm_loss, validation_loss
 
-    path = resolve_hf(name).path
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(resolve_hf(names[0]).path)
     prepared = prepare(tokenizer, load_examples([out / "train.jsonl"]), SETTINGS["seq_len"],
                        SETTINGS["validation_fraction"], SETTINGS["seed"], SETTINGS["packing"])
-    from accelerate import Accelerator
-
-    from slmkit.training import TrainConfig
-
     config = TrainConfig(batch_size=SETTINGS["batch_size"], micro_batch_size=SETTINGS["micro_batch_size"])
-    return validation_loss(Accelerator(cpu=True), load_causal_lm(path), prepared.validation, causal_lm_loss, config,
-                           tokenizer.pad_token_id or 0)
+    return [validation_loss(Accelerator(cpu=True), load_causal_lm(resolve_hf(name).path), prepared.validation,
+                            causal_lm_loss, config, tokenizer.pad_token_id or 0) for name in names]
+
+
+def build_once(name: str, build):
+    """Run ``build`` unless the store already holds ``name``: (its result, minutes taken), or None."""
+    from slmkit.models import store_path
+
+    if store_path(name).exists():
+        return None
+    print(f"== {name}", flush=True)
+    started = time.perf_counter()
+    result = build()
+    return result, (time.perf_counter() - started) / 60
 
 
 def plot(results: dict, path: Path) -> None:
@@ -245,11 +255,8 @@ def main() -> None:
     names = {key: f"evidence-{key}" for key in ("pruned", "scratch", "pruned-trained", "distilled")}
 
     def stage(key: str, build) -> None:
-        if not store_path(names[key]).exists():
-            print(f"== {LABELS[key]}", flush=True)
-            started = time.perf_counter()
-            result = build()
-            results["minutes"][key] = (time.perf_counter() - started) / 60
+        if built := build_once(names[key], build):
+            result, results["minutes"][key] = built
             if getattr(result, "training", None) is not None:
                 results["curves"][key] = validation_curve({"validation": result.training.validation})
             save()
@@ -274,8 +281,7 @@ def main() -> None:
             results["models"][key] = measure(TEACHER if key == "teacher" else names[key], args.out)
             save()
     if "teacher" not in results["curves"]:
-        results["curves"]["teacher"] = start_of_curve(TEACHER, args.out)
-        pruned_start = start_of_curve(names["pruned"], args.out)
+        results["curves"]["teacher"], pruned_start = starting_losses([TEACHER, names["pruned"]], args.out)
         for key in ("pruned-trained", "distilled"):
             results["curves"][key].insert(0, [0, pruned_start])
         save()

@@ -71,8 +71,7 @@ class DistillResult:
 # -- losses ----------------------------------------------------------------------------
 
 def divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_logits: torch.Tensor,
-               kind: str, temperature: float = 1.0, beta: float = 0.5,
-               teacher_lse: torch.Tensor | None = None) -> torch.Tensor:
+               teacher_lse: torch.Tensor, kind: str, temperature: float = 1.0, beta: float = 0.5) -> torch.Tensor:
     """Per-position divergence between teacher and student, shape ``student_logits.shape[:-1]``.
 
     ``student_logits`` (..., vocab); ``teacher_ids``/``teacher_logits`` (..., k), the teacher's
@@ -82,7 +81,6 @@ def divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_
     put no more mass outside the teacher's top-k than the teacher does. (Renormalizing both on
     the top-k instead leaves the student's other logits free: measured on SmolLM2, the
     student's next-token loss then recovered more slowly than with no teacher at all.)
-    Without ``teacher_lse`` the teacher's top-k are taken to hold all of its mass.
     """
     scaled = student_logits.float() if temperature == 1 else student_logits.float() / temperature
     log_q_top = torch.log_softmax(scaled, dim=-1).gather(-1, teacher_ids)
@@ -92,10 +90,7 @@ def divergence(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_
     log_q_rest = torch.log1p(-log_q_top.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
     log_q = torch.cat([log_q_top, log_q_rest], dim=-1)
     teacher = teacher_logits.float() / temperature
-    if teacher_lse is None:
-        log_p_top = torch.log_softmax(teacher, dim=-1)
-    else:
-        log_p_top = (teacher - teacher_lse.float().unsqueeze(-1)).clamp_max(0.0)
+    log_p_top = (teacher - teacher_lse.float().unsqueeze(-1)).clamp_max(0.0)
     rest = (1.0 - log_p_top.exp().sum(-1, keepdim=True)).clamp_min(1e-8)
     log_p = torch.cat([log_p_top, rest.log()], dim=-1)
     p, q = log_p.exp(), log_q.exp()
@@ -117,8 +112,8 @@ def distillation_loss(cache: TeacherCache, config: DistillConfig, vocab_size: in
         cross_entropy = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                                           ignore_index=-100, reduction="sum")
         teacher_ids, teacher_logits, teacher_lse = cache.batch(batch["input_ids"], batch["attention_mask"])
-        kd = divergence(logits, teacher_ids, teacher_logits, config.divergence, config.temperature, config.jsd_beta,
-                        teacher_lse)
+        kd = divergence(logits, teacher_ids, teacher_logits, teacher_lse, config.divergence, config.temperature,
+                        config.jsd_beta)
         kd = (kd * trained).sum() * config.temperature**2
         return (config.alpha * kd + (1 - config.alpha) * cross_entropy) / batch["normalizer"]
 
