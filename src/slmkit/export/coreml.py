@@ -28,6 +28,8 @@ steps, and the package's spec declares the interface above.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -200,7 +202,8 @@ def convert(traced, cache_shape: tuple, context: int, config, source_name: str):
     query = ct.RangeDim(lower_bound=1, upper_bound=context, default=1)
     end = ct.RangeDim(lower_bound=1, upper_bound=context, default=1)
     state = ct.TensorType(shape=cache_shape, dtype=np.float16)
-    with warnings.catch_warnings():
+    # coremltools draws tqdm bars on stderr for each pass; the CLI shows its own progress.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         package = ct.convert(
             traced,
