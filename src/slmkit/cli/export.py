@@ -135,7 +135,7 @@ def export_coreml(
         verdict = "[green]passed[/green]" if check["passed"] else "[red]FAILED[/red]"
         out.print(f"trace check {verdict}: max |logit difference| {check['max_abs_logit_diff']:.2e} vs PyTorch over "
                   f"chunks {check['chunks']}")
-    err.print("[dim]Not run here: Core ML needs macOS 15 / iOS 18 (see docs/export.md#coreml).[/dim]")
+    err.print("[dim]Not run here: Core ML needs macOS 15 / iOS 18 (docs/export.md, section CoreML, shows how).[/dim]")
 
 
 @export_app.command("docker")

@@ -241,11 +241,11 @@ def export_coreml(reference: str, output: str | Path | None = None, context: int
 
     progress = progress or no_progress
     source = resolve_source(reference)
-    model = load_llama(source.path)
-    check_context(context, model.config.max_position_embeddings)
     destination = output_path(source, "coreml", output)
     steps = 4 if check else 3
-    with staged_directory(destination) as staging:
+    with staged_directory(destination) as staging:  # refuses an existing output before any work
+        model = load_llama(source.path)
+        check_context(context, model.config.max_position_embeddings)
         progress("tracing the decoder with a stateful KV cache", 0, steps)
         traced, cache_shape = trace_decoder(model, context)
         metrics = {}
