@@ -236,7 +236,7 @@ def export_coreml(reference: str, output: str | Path | None = None, context: int
     defaults to ``$SLM_HOME/models/NAME-coreml``; ``context`` is the KV-cache length (the
     longest prompt + answer the package can hold).
     """
-    from slmkit.artifact import finalize_card, staged_directory
+    from slmkit.artifact import directory_size, finalize_card, staged_directory
     from slmkit.export import ExportResult, copy_text_side, export_card, no_progress, output_path, resolve_source
 
     progress = progress or no_progress
@@ -258,7 +258,7 @@ def export_coreml(reference: str, output: str | Path | None = None, context: int
         copy_text_side(source.path, staging)
         progress("writing card", steps - 1, steps)
         metrics.update({
-            "mlpackage_size_bytes": _tree_size(staging / MLPACKAGE),
+            "mlpackage_size_bytes": directory_size(staging / MLPACKAGE),
             "minimum_deployment_target": "macOS 15 / iOS 18",
             "cache_shape": list(cache_shape),
             "runs_here": False,  # Core ML needs macOS; nothing executed the package on this machine
@@ -268,7 +268,3 @@ def export_coreml(reference: str, output: str | Path | None = None, context: int
         finalize_card(staging, card)
     progress("done", steps, steps)
     return ExportResult(destination, card)
-
-
-def _tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
