@@ -103,6 +103,41 @@ def export_onnx(
     _report(result, json_output)
 
 
+@export_app.command("coreml")
+def export_coreml(
+    model: ModelArg,
+    context: Annotated[int, typer.Option(help="KV-cache length in tokens: the longest prompt + answer the package holds.")] = 2048,  # noqa: E501
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Artifact directory to write (default: the store, as NAME-coreml).")] = None,  # noqa: E501
+    no_check: NoCheck = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Convert to a Core ML package (.mlpackage, float16, stateful KV cache) with coremltools.
+
+    Conversion works on Linux; running the package needs macOS 15 / iOS 18 or newer, so no
+    prediction is made here. The check compares the traced graph with PyTorch.
+
+    Example: [bold]slm export coreml smollm2-135m --context 2048[/bold]
+    """
+    from slmkit.export.coreml import export_coreml as run
+
+    result = _run_with_progress(lambda report: run(model, output, context, not no_check, report),
+                                f"Exporting {model} to Core ML")
+    card = result.card
+    if json_output:
+        print(json.dumps({"path": str(result.path), "card": card_dict(card)}, indent=2))
+        return
+    out.print(f"[bold]{card.name}[/bold] (coreml, float16, context {context}) → {result.path}  "
+              f"{human_bytes(card.metrics['size_bytes'])}")
+    check = card.metrics.get("trace_check")
+    if check is None:
+        err.print("[dim]Trace check skipped (--no-check).[/dim]")
+    else:
+        verdict = "[green]passed[/green]" if check["passed"] else "[red]FAILED[/red]"
+        out.print(f"trace check {verdict}: max |logit difference| {check['max_abs_logit_diff']:.2e} vs PyTorch over "
+                  f"chunks {check['chunks']}")
+    err.print("[dim]Not run here: Core ML needs macOS 15 / iOS 18 (docs/export.md, section CoreML, shows how).[/dim]")
+
+
 @export_app.command("docker")
 def export_docker(
     model: ModelArg,
