@@ -35,7 +35,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     pool = ModelPool(settings)
     recommenders = recommendations.Recommenders(pool.recommender_ids, settings.threads)
     metrics = ServerMetrics(pool)
-    state = {"ready": not settings.preload, "load_error": None}
+    state = {"ready": not (settings.preload and pool.chat_ids), "load_error": None}  # nothing to preload: ready
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
