@@ -133,3 +133,13 @@ def test_no_holdout_model_refuses_evaluation(tmp_path, slm_home):
 def test_histories_file_is_plain_json(trained):
     data = json.loads((trained.path / "histories.json").read_text())
     assert len(data) == 40 and all(len(items) == 14 for items in data.values())
+
+
+def test_time_budget_ends_the_run_with_the_best_weights(tmp_path, slm_home):
+    from slmkit.recommend.train import train_recommender
+
+    log = write_csv(tmp_path / "log.csv", cyclic_rows(users=20, length=10))
+    result = train_recommender([log], "budget", tiny_config(max_steps=10_000, validate_every=50, time_budget_s=1.0))
+    assert 1 <= result.training.steps < 10_000 and result.card.metrics["time_budget_reached"]
+    assert result.curve[-1]["step"] == result.training.steps and result.curve[-1]["train_seconds"] >= 1.0
+    assert result.path.is_dir()

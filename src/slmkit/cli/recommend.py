@@ -29,6 +29,7 @@ def train(
                                                     "and title columns, or JSONL).")] = None,
     epochs: Annotated[float, typer.Option(help="Passes over the training sequences.")] = 50.0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (overrides --epochs).")] = None,  # noqa: E501
+    max_minutes: Annotated[float, typer.Option(help="Stop after this many minutes of training (0 = no limit).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Sequences per optimizer step.")] = 64,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     max_length: Annotated[int, typer.Option(help="Most recent items the model reads per user.")] = 50,
@@ -65,7 +66,7 @@ def train(
                              hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
                              intermediate_size=4 * hidden_size, dropout=dropout, attention_dropout=dropout,
                              holdout=holdout, validate_every=validate_every, checkpoint_every=checkpoint_every,
-                             seed=seed)
+                             time_budget_s=60 * max_minutes, seed=seed)
     result = run_training_with_progress(f"Training recommender {name}", lambda progress: train_recommender(
         logs, name, config, items_file=items, checkpoint_dir=checkpoint_dir, resume=resume,
         keep_checkpoints=keep_checkpoints, progress=progress))

@@ -56,6 +56,7 @@ class RecommendConfig(TrainConfig):
     holdout: bool = True  # keep each user's last two items out of training (validation and test targets)
     validate_every: int = 0  # steps between validation HR@10/NDCG@10; 0 = only at the end
     select_best: bool = True  # keep the weights with the best validation NDCG@10, not the last ones
+    time_budget_s: float = 0.0  # stop once training (validation excluded) has run this long; 0 = no limit
     learning_rate: float = 1e-3
     batch_size: int = 64
     micro_batch_size: int = 64
@@ -147,8 +148,12 @@ def train_recommender(logs: Sequence[str | Path], name: str, config: RecommendCo
     fingerprint = stage.fingerprint(config, data=data_sha256(files), items=len(catalogue), parent=parent_hash)
     selector = _Selector(network, split, config, run_dir, progress)
     loss_fn = make_loss(config.dropout, chunk_rows(len(catalogue), config.logits_chunk_rows))
-    result = train(network, examples, loss_fn, config, run_dir, pad_id=0, resume=resume, fingerprint=fingerprint,
-                   progress=selector)
+    budget_reached = False
+    try:
+        result = train(network, examples, loss_fn, config, run_dir, pad_id=0, resume=resume,
+                       fingerprint=fingerprint, progress=selector)
+    except TimeBudgetReached:
+        budget_reached, result = True, selector.partial_result(selector.losses)
     best = selector.restore_best() if config.select_best else None
     card = Card(name=name, stage="recommend", architecture="LlamaForCausalLM",
                 parameters=stage.parameter_count(network), dtype="float32",
@@ -157,7 +162,9 @@ def train_recommender(logs: Sequence[str | Path], name: str, config: RecommendCo
                       "data_sha256": data_sha256(files), "items_file": str(items_file) if items_file else None,
                       "users": len(sequences), "items": len(catalogue), "train_sequences": len(examples),
                       "interactions": sum(len(s) for s in sequences.values()), "update": updating},
-                metrics={**training_metrics(result), "validation_curve": selector.curve, "best": best})
+                metrics={**training_metrics(result), "validation_curve": selector.curve, "best": best,
+                         "train_cpu_seconds": round(result.cpu_seconds, 2),
+                         "time_budget_reached": budget_reached})
     path = _write(destination, network, catalogue, sequences, card, replace=updating)
     if not keep_checkpoints:
         stage.remove_run_directory(run_dir)
@@ -172,6 +179,10 @@ def _counts(sequences: Sequence[Sequence[int]], items: int) -> list[int]:
     return counts
 
 
+class TimeBudgetReached(Exception):
+    """Raised by the progress callback to end a run whose time budget is spent."""
+
+
 class _Selector:
     """The loop's progress callback: measures validation HR@10/NDCG@10 every
     ``validate_every`` steps and keeps the best weights in the run directory (so a resumed run
@@ -180,6 +191,8 @@ class _Selector:
     def __init__(self, model, split: Split, config: RecommendConfig, run_dir: Path, forward):
         self.model, self.split, self.config, self.run_dir, self.forward = model, split, config, run_dir, forward
         self.curve: list[dict] = []
+        self.losses: list[float] = []
+        self.last_event: dict = {}
         self.best: dict | None = None
         self.started = self.cpu_started = None
         self.offset = self.cpu_offset = 0.0
@@ -189,11 +202,14 @@ class _Selector:
         if self.started is None:
             self._load(event["step"])
             self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.losses.append(event["loss"])
         step, total = event["step"], event["total_steps"]
-        due = self.split.validation and (step == total or (self.config.validate_every
-                                                           and step % self.config.validate_every == 0))
+        self.last_event = event
+        seconds = self.offset + time.perf_counter() - self.started - self.validating
+        over_budget = bool(self.config.time_budget_s) and seconds >= self.config.time_budget_s
+        due = self.split.validation and (step == total or over_budget or (self.config.validate_every
+                                                                          and step % self.config.validate_every == 0))
         if due:
-            seconds = self.offset + time.perf_counter() - self.started - self.validating
             cpu_seconds = self.cpu_offset + time.process_time() - self.cpu_started - self.cpu_validating
             began, cpu_began = time.perf_counter(), time.process_time()
             metrics = self.validation_metrics()
@@ -210,6 +226,16 @@ class _Selector:
             event = {**event, "validation_hr": point["hr@10"], "validation_ndcg": point["ndcg@10"]}
         if self.forward:
             self.forward(event)
+        if over_budget and step < total:
+            raise TimeBudgetReached
+
+    def partial_result(self, losses: list[float]) -> TrainResult:
+        """What the loop would have returned, for a run ended by the time budget."""
+        event = self.last_event
+        seconds = self.offset + time.perf_counter() - self.started - self.validating
+        cpu = self.cpu_offset + time.process_time() - self.cpu_started - self.cpu_validating
+        return TrainResult(event["step"], losses, [], int(event["tokens_per_s"] * seconds), seconds,
+                           event["tokens_per_s"], cpu, None, True)
 
     def validation_metrics(self) -> dict:
         from slmkit.recommend.model import score_histories
