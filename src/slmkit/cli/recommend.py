@@ -89,6 +89,7 @@ def recommend_for(
                                                      "model never saw.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
     include_seen: Annotated[bool, typer.Option("--include-seen", help="Also recommend items already in the history.")] = False,  # noqa: E501
+    threads: Annotated[int, typer.Option(help="CPU threads (one request is too small to gain from more).")] = 1,
     json_output: JsonFlag = False,
 ) -> None:
     """Top-k items for a known USER or a --history, excluding items already seen.
@@ -102,7 +103,7 @@ def recommend_for(
     if (user is None) == (history is None):
         raise InvalidRequestError("Give a USER or --history item1,item2,... (one of them).")
     items = [i.strip() for i in history.split(",") if i.strip()] if history is not None else None
-    result = recommend(load_recommender(model), user=user, history=items, k=k, exclude_seen=not include_seen)
+    result = recommend(load_recommender(model, threads=threads), user=user, history=items, k=k, exclude_seen=not include_seen)
     if json_output:
         print(json.dumps({"user": result.user, "source": result.source, "items": result.items,
                           "unknown_items": result.unknown_items}))
