@@ -73,6 +73,10 @@ class RecommendConfig(TrainConfig):
         super().validate()
         if self.max_length < 1 or not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
             raise InvalidRequestError("max_length must be >= 1 and dropouts in [0, 1).")
+        if self.time_budget_s and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # The loop calls progress on the main process only; a stop there would strand the others.
+            raise InvalidRequestError("A time budget (--max-minutes) works in one process only; under torchrun "
+                                      "use --epochs or --max-steps.")
         if self.hidden_size % self.num_attention_heads:
             raise InvalidRequestError(f"hidden_size {self.hidden_size} must be a multiple of num_attention_heads "
                                       f"{self.num_attention_heads}.")
