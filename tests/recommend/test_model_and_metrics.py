@@ -66,3 +66,16 @@ def test_baselines_on_a_cycle():
     assert evaluate_scorer(item_knn(split.train, items), split.validation, k=2)["hr@2"] > 0.5
     popular = evaluate_scorer(most_popular(split.train, items), split.validation, k=1)["hr@1"]
     assert popular < 0.5
+
+
+def test_sparse_markov_for_large_catalogues_scores_like_the_dense_one(monkeypatch):
+    import slmkit.recommend.evaluate as evaluate
+
+    train = [[0, 1, 2, 1, 3], [2, 1, 0], [4]]
+    histories = [[0, 1], [2], [], [3, 4]]
+    dense = evaluate.markov(train, 6)(histories)
+    monkeypatch.setattr(evaluate, "KNN_MAX_ITEMS", 3)
+    sparse = evaluate.markov(train, 6)(histories)
+    assert torch.allclose(dense, sparse)
+    with pytest.raises(ValueError, match="items x items"):
+        evaluate.item_knn(train, 6)
