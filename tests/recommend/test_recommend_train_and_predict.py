@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from rec_helpers import ITEMS, cyclic_rows, tiny_config, write_csv
 
-from conftest import ITEMS, cyclic_rows, tiny_config, write_csv
 from slmkit.errors import InvalidRequestError, ModelNotFoundError
 
 

@@ -2,9 +2,9 @@
 
 import json
 
+from rec_helpers import cyclic_rows, write_csv
 from typer.testing import CliRunner
 
-from conftest import cyclic_rows, write_csv
 from slmkit.cli import app
 
 runner = CliRunner()

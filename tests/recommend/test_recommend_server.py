@@ -2,8 +2,7 @@
 
 import pytest
 from fastapi.testclient import TestClient
-
-from conftest import cyclic_rows, tiny_config, write_csv
+from rec_helpers import cyclic_rows, tiny_config, write_csv
 
 
 @pytest.fixture()
