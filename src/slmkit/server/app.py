@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from slmkit.errors import SlmError
-from slmkit.server import knowledge
+from slmkit.server import knowledge, recommendations
 from slmkit.server.errors import HTTPError, error_response, slm_error_response
 from slmkit.server.generation import build_engine_request, complete, iterate, new_id, stream_events, timings, usage
 from slmkit.server.metrics import MetricsMiddleware, ServerMetrics
@@ -33,8 +33,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     pool = ModelPool(settings)
+    recommenders = recommendations.Recommenders(pool.recommender_ids, settings.threads)
     metrics = ServerMetrics(pool)
-    state = {"ready": not settings.preload, "load_error": None}
+    state = {"ready": not (settings.preload and pool.chat_ids), "load_error": None}  # nothing to preload: ready
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -176,6 +177,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return {"object": "list", "data": data, "model": model_id,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
+    recommendations.register(app, pool, recommenders)  # POST /v1/recommendations
     return app
 
 

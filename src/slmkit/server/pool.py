@@ -20,6 +20,9 @@ class ModelPool:
     def __init__(self, settings):
         self.settings = settings
         self.chat_ids = list(dict.fromkeys(settings.models))
+        # Recommenders among --model are served by /v1/recommendations (server/recommendations.py).
+        from slmkit.server.recommendations import split_models
+        self.chat_ids, self.recommender_ids = split_models(self.chat_ids)
         self.embedding_ids = list(dict.fromkeys(settings.embedding_models))
         self.loaded: collections.OrderedDict[str, object] = collections.OrderedDict()  # LRU order
         self.in_flight: collections.Counter[str] = collections.Counter()
