@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 
 from slmkit.engine import Chunk, GenerationRequest, GenerationStats, SamplingParams
-from slmkit.errors import ContextLengthExceededError
-from slmkit.server.errors import HTTPError, error_body
+from slmkit.errors import ContextLengthExceededError, SlmError
+from slmkit.server.errors import HTTPError, error_body, slm_error_body
 
 _END = object()
 
@@ -55,6 +55,35 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
         max_tokens = min(settings.default_max_tokens, room)
     request.max_new_tokens = max_tokens
     return request
+
+
+def start_generation(body, engine, settings, *, chat: bool) -> Iterator[Chunk]:
+    """Validate ``body`` and start the engine stream (blocking: run it in a worker thread).
+
+    Rendering the chat template and tokenizing happen here, so every 400 (bad values, a
+    template that rejects the messages, a prompt over the context) is raised before any
+    byte of the response is sent."""
+    request = build_engine_request(body, engine, settings, chat=chat)
+    return engine.stream(request)
+
+
+async def collect_unless_disconnected(http_request, chunks: AsyncIterator[Chunk]):
+    """:func:`complete`, cancelled (and the generation with it) if the client hangs up first."""
+    result = None
+    async with anyio.create_task_group() as group:
+        async def watch() -> None:
+            while (await http_request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            result = await complete(chunks)
+        finally:
+            group.cancel_scope.cancel()
+    if result is None:
+        raise HTTPError(499, "The client closed the connection.", code="client_closed_request")
+    return result
 
 
 async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Chunk]:
@@ -131,6 +160,8 @@ async def stream_events(chunks: AsyncIterator[Chunk], *, chat: bool, model: str,
             yield event(None, usage=usage(stats))
     except HTTPError as exc:
         yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+    except SlmError as exc:
+        yield sse(slm_error_body(exc))
     except Exception:  # noqa: BLE001 - the client gets an error event; details stay in the server log
         import logging
 
