@@ -46,6 +46,12 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(tiny_model_dir):
             lines = response.iter_lines()
             next(lines)
             process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            try:  # draining: new requests are refused while the in-flight one finishes
+                refused = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False}, timeout=10)
+                assert refused.status_code == 503
+            except httpx.TransportError:
+                pass
             rest = list(lines)
         assert "data: [DONE]" in rest, "the in-flight stream was allowed to finish"
         # uvicorn re-raises the signal once it has shut down cleanly, so -SIGTERM is a clean exit.
