@@ -264,3 +264,19 @@ def test_embedding_inputs_are_limited_in_the_schema(server, value, message):
     response = httpx.post(server.url + "/v1/embeddings", json={"input": value}, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["param"] == "input"
     assert message in response.json()["error"]["message"]
+
+
+def test_clients_that_leave_before_the_first_byte_leave_no_slot_behind(server, model_id):
+    import socket
+
+    body = json.dumps(chat_body(model_id, "x", max_tokens=30, stream=True)).encode()
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", server.settings.port)) as gone:
+            gone.sendall(request)  # and hang up at once
+    deadline = time.time() + 10
+    while server.pool.in_flight[model_id] and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.pool.in_flight[model_id] == 0
+    assert_serving(server, model_id)

@@ -155,7 +155,7 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
             events = _released_after(lease, stream_events(
                 iterate(chunks, settings.request_timeout_s), chat=chat, model=body.model,
                 include_usage=include_usage, on_finish=finished, extra_first=extra))
-            return TimedStreamingResponse(events, write_timeout_s=settings.write_timeout_s,
+            return TimedStreamingResponse(events, write_timeout_s=settings.write_timeout_s, cleanup=lease.release,
                                           media_type="text/event-stream", headers=SSE_HEADERS)
         try:
             text, reason, stats = await collect_unless_disconnected(
@@ -225,13 +225,22 @@ class TimedStreamingResponse(StreamingResponse):
     """A streaming response whose every write must finish within ``write_timeout_s``: a client
     that stops reading is cut off, and its generation cancelled, instead of holding a slot."""
 
-    def __init__(self, content, *, write_timeout_s: float, **kwargs):
+    def __init__(self, content, *, write_timeout_s: float, cleanup=None, **kwargs):
         super().__init__(content, **kwargs)
-        self.write_timeout_s = write_timeout_s
+        self.write_timeout_s, self.cleanup = write_timeout_s, cleanup
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when the client left before the first byte and nothing was iterated
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+            if self.cleanup is not None:
+                self.cleanup()
 
     async def stream_response(self, send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.body_iterator:
                 data = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
                 with anyio.move_on_after(self.write_timeout_s) as write:
