@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
-from slmkit.errors import InvalidRequestError
+from slmkit.errors import InvalidRequestError, SlmError
 from slmkit.server.settings import ServerSettings
+
+log = logging.getLogger("slmkit.server")
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1024, "m": 1e6, "mb": 1e6, "mib": 1024**2,
@@ -35,11 +39,49 @@ def banner(settings: ServerSettings) -> str:
     )
 
 
+def exposure_warning(settings: ServerSettings) -> str | None:
+    """A loud warning when the server is reachable from the network and needs no key."""
+    if settings.host in LOOPBACK or settings.host.startswith("127.") or settings.api_keys:
+        return None
+    return (f"WARNING: --host {settings.host} exposes this server to the network WITHOUT an API key: anyone who can "
+            "reach the port can use it. Pass --api-key KEY (or set SLM_API_KEY), or bind 127.0.0.1.")
+
+
+def check_models(settings: ServerSettings) -> None:
+    """Fail before binding when a chat model reference names nothing (the reason, not a 503 later)."""
+    from slmkit.references import resolve
+
+    for reference in settings.models[:1]:
+        resolve(reference)
+
+
 def serve(settings: ServerSettings) -> None:
-    """Serve until interrupted; SIGTERM drains in-flight requests for ``drain_timeout_s``."""
+    """Serve until interrupted; SIGTERM drains in-flight requests for ``drain_timeout_s``.
+
+    Raises the load error (and the server exits) if the first model cannot be loaded."""
     import uvicorn
 
     from slmkit.server.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.drain_timeout_s), server_header=False)
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning(warning)
+    check_models(settings)
+    failures: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(exc: BaseException) -> None:
+        failures.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    config = uvicorn.Config(create_app(settings, on_fatal=on_fatal), host=settings.host, port=settings.port,
+                            log_level="info", timeout_graceful_shutdown=int(settings.drain_timeout_s),
+                            server_header=False)
+    server = uvicorn.Server(config)
+    server.run()
+    if failures:
+        exc = failures[0]
+        if isinstance(exc, SlmError):
+            raise SlmError(f"Cannot serve {settings.models[0]}: {exc.message}") from exc
+        raise SlmError(f"Cannot serve {settings.models[0]}: {type(exc).__name__}: {exc}") from exc

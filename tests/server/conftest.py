@@ -1,9 +1,61 @@
+import getpass
+import os
+import re
 import socket
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+
+# Every error body any live server in this suite sends (status >= 400, and SSE error events),
+# checked at the end of the session for paths, tracebacks, usernames and environment values.
+ERROR_BODIES: list[tuple[int, str, str]] = []
+
+
+class CaptureErrorBodies:
+    """ASGI wrapper recording error responses exactly as clients receive them."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = [0]
+
+        async def capturing_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"").decode("utf-8", "replace")
+                if status[0] >= 400 or '"error"' in body:
+                    ERROR_BODIES.append((status[0], scope["path"], body))
+            await send(message)
+
+        await self.app(scope, receive, capturing_send)
+
+
+def leaks(body: str) -> list[str]:
+    """What in ``body`` a client must never see."""
+    found = [word for word in ("Traceback", 'File "', "site-packages") if word in body]
+    found += re.findall(r"(?:/(?:root|home|tmp|usr|work|var|opt|etc|proc|srv)/[^\s\"']*)", body)
+    secrets = {str(Path.home()), tempfile.gettempdir() + "/", sys.prefix, os.getcwd()}
+    found += [s for s in secrets if len(s) > 4 and s in body]
+    user = getpass.getuser()
+    if len(user) > 3 and re.search(rf"\b{re.escape(user)}\b", body) and user != "root":
+        found.append(f"user {user}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def error_bodies_never_leak():
+    yield
+    leaking = [(status, path, body[:300], leaks(body)) for status, path, body in ERROR_BODIES if leaks(body)]
+    assert not leaking, f"error bodies leaked server details: {leaking[:5]}"
 
 
 class LiveServer:
@@ -20,7 +72,8 @@ class LiveServer:
         self.settings = settings
         self.app = create_app(settings)
         self.url = f"http://127.0.0.1:{settings.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(CaptureErrorBodies(self.app), host="127.0.0.1", port=settings.port,
+                                                    log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -55,7 +108,8 @@ def server(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def model_id(tiny_model_dir):
-    return str(tiny_model_dir)
+    """The name the server publishes the tiny model under (its path never reaches clients)."""
+    return tiny_model_dir.name
 
 
 @pytest.fixture()

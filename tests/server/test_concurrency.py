@@ -70,7 +70,7 @@ def test_full_queue_answers_429_with_retry_after(tiny_model_dir):
                 stream.__exit__(None, None, None)
         client = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0)
         deadline = time.time() + 10
-        while live.pool.in_flight[str(tiny_model_dir)] and time.time() < deadline:
+        while live.pool.in_flight[tiny_model_dir.name] and time.time() < deadline:
             time.sleep(0.05)
         assert client.completions.create(model=str(tiny_model_dir), prompt="ok", max_tokens=3).usage.completion_tokens == 3
 
@@ -87,8 +87,8 @@ def test_memory_budget_unloads_the_least_recently_used_model(tmp_path, tiny_mode
                               max_memory_bytes=int(size * 1.5))  # room for one model
     with LiveServer(settings) as live:
         client = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0)
-        assert list(live.pool.loaded) == [str(tiny_model_dir)]
-        client.completions.create(model=str(second), prompt="hi", max_tokens=2)
-        assert list(live.pool.loaded) == [str(second)]
-        client.completions.create(model=str(tiny_model_dir), prompt="hi", max_tokens=2)
-        assert list(live.pool.loaded) == [str(tiny_model_dir)]
+        assert list(live.pool.loaded) == [tiny_model_dir.name]
+        client.completions.create(model="second", prompt="hi", max_tokens=2)
+        assert list(live.pool.loaded) == ["second"]
+        client.completions.create(model=tiny_model_dir.name, prompt="hi", max_tokens=2)
+        assert list(live.pool.loaded) == [tiny_model_dir.name]

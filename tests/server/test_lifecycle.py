@@ -46,6 +46,12 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(tiny_model_dir):
             lines = response.iter_lines()
             next(lines)
             process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            try:  # draining: new requests are refused while the in-flight one finishes
+                refused = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False}, timeout=10)
+                assert refused.status_code == 503
+            except httpx.TransportError:
+                pass
             rest = list(lines)
         assert "data: [DONE]" in rest, "the in-flight stream was allowed to finish"
         # uvicorn re-raises the signal once it has shut down cleanly, so -SIGTERM is a clean exit.
@@ -92,3 +98,30 @@ def test_slm_chat_against_a_running_server(server, model_id, client):
     expected = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "Hello"}],
                                               max_tokens=6, temperature=0).choices[0].message.content
     assert expected in session.stdout
+
+
+def run_serve(*args, seconds=90):
+    return subprocess.run([sys.executable, "-m", "slmkit", "serve", "--port", str(free_port()),
+                           "--embedding-model", "minilm-l6", *args], capture_output=True, text=True, timeout=seconds,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_slm_serve_exits_with_the_reason_when_the_model_cannot_load(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"junk")
+    for args, reason in ((["--model", str(broken)], "Cannot serve"),
+                         (["--model", str(tmp_path / "missing")], "missing"),
+                         (["--model", str(tiny_model_dir), "--backend", "nonsense"], "nonsense")):
+        done = run_serve(*args)
+        assert done.returncode == 1, (args, done.stderr[-500:])
+        assert reason in done.stderr.splitlines()[-1], done.stderr[-500:]
+
+
+def test_slm_serve_warns_loudly_when_exposed_without_a_key(tmp_path):
+    # The model does not exist, so the server stops before it binds anything.
+    done = run_serve("--host", "0.0.0.0", "--model", str(tmp_path / "missing"))
+    assert done.returncode == 1 and "WARNING: --host 0.0.0.0 exposes this server" in done.stderr
+    keyed = run_serve("--host", "0.0.0.0", "--api-key", "k", "--model", str(tmp_path / "missing"))
+    assert keyed.returncode == 1 and "WARNING" not in keyed.stderr

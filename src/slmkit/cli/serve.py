@@ -26,6 +26,7 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="Sequences decoded together per model.")] = 8,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait beyond the batch before the server answers 429.")] = 64,  # noqa: E501
     request_timeout: Annotated[float, typer.Option(help="Seconds a generation may run.")] = 300.0,
+    write_timeout: Annotated[float, typer.Option(help="Seconds a streaming client may read nothing before it is cut off.")] = 30.0,  # noqa: E501
     max_body_size: Annotated[str, typer.Option(help="Largest request body, e.g. 8MB.")] = "8MB",
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser pages from this origin (repeatable). CORS is off by default.")] = None,  # noqa: E501
     allow_host: Annotated[list[str] | None, typer.Option(help="Accept this Host header besides loopback names (needed behind a proxy or DNS name).")] = None,  # noqa: E501
@@ -39,7 +40,7 @@ def serve(
     Example: [bold]slm serve --model smollm2-135m --api-key secret[/bold]
     """
     from slmkit.cli.common import quiet_libraries
-    from slmkit.serve import banner, parse_size
+    from slmkit.serve import banner, exposure_warning, parse_size
     from slmkit.serve import serve as run_server
     from slmkit.server.settings import ServerSettings
 
@@ -50,8 +51,11 @@ def serve(
         api_keys=keys, backend=backend, threads=threads,
         max_memory_bytes=parse_size(max_memory) if max_memory else None, max_body_bytes=parse_size(max_body_size),
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, max_batch_size=max_batch_size,
-        max_queue=max_queue, request_timeout_s=request_timeout, cors_origins=cors_origin or [],
+        max_queue=max_queue, request_timeout_s=request_timeout, write_timeout_s=write_timeout, cors_origins=cors_origin or [],
         allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload,
     )
     err.print(banner(settings), highlight=False, soft_wrap=True)
+    warning = exposure_warning(settings)
+    if warning:
+        err.print(f"[bold red]{warning}[/bold red]", highlight=False, soft_wrap=True)
     run_server(settings)

@@ -16,6 +16,9 @@ from typing import Protocol
 
 from slmkit.errors import InvalidRequestError
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0  # below 0.01 sampling is greedy in all but name: send 0
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.1, 10.0
+
 
 @dataclasses.dataclass
 class SamplingParams:
@@ -28,16 +31,20 @@ class SamplingParams:
     seed: int | None = None
 
     def validate(self) -> None:
-        if not 0.0 <= self.temperature <= 10.0:
-            raise InvalidRequestError(f"temperature must be between 0 and 10, got {self.temperature}.", param="temperature")
+        # Floors and ceilings keep the arithmetic finite: a temperature or penalty of 1e-40
+        # divides logits into infinities, and sampling from those is meaningless.
+        if not (self.temperature == 0.0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            raise InvalidRequestError(
+                f"temperature must be 0 (greedy) or between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, "
+                f"got {self.temperature}.", param="temperature")
         if not 0.0 < self.top_p <= 1.0:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}.", param="top_p")
         if self.top_k < 0:
             raise InvalidRequestError(f"top_k must be >= 0, got {self.top_k}.", param="top_k")
-        if not 0.0 < self.repetition_penalty <= 10.0:
+        if not MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
             raise InvalidRequestError(
-                f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}.", param="repetition_penalty"
-            )
+                f"repetition_penalty must be between {MIN_REPETITION_PENALTY} and {MAX_REPETITION_PENALTY} "
+                f"(1 = no penalty), got {self.repetition_penalty}.", param="repetition_penalty")
 
 
 @dataclasses.dataclass

@@ -110,31 +110,41 @@ class OnnxEngine:
         return self._generate(request, prompt_ids)
 
     def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Iterator[Chunk]:
+        # The lock is held for one forward pass at a time, never across a ``yield``: a caller
+        # that stops reading must not block the others. Each sequence keeps its own cache, so
+        # concurrent requests take turns step by step.
+        state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
+        sampler = Sampler(request.sampling)
+        context = torch.tensor(prompt_ids, dtype=torch.long)
+        logits, past = self._locked_run(prompt_ids, self._empty_past())
+        while True:
+            token = sampler(torch.from_numpy(logits[-1]), context)
+            chunk = state.append(token)
+            if chunk.text or chunk.finish_reason:
+                yield chunk
+            if chunk.finish_reason:
+                return
+            context = torch.cat([context, torch.tensor([token])])
+            logits, past = self._locked_run([token], past)
+
+    def _locked_run(self, token_ids: list[int], past: list) -> tuple[np.ndarray, list]:
         with self._lock:
-            state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-            sampler = Sampler(request.sampling)
-            context = torch.tensor(prompt_ids, dtype=torch.long)
-            logits, past = self._run(prompt_ids, self._empty_past())
-            while True:
-                token = sampler(torch.from_numpy(logits[-1]), context)
-                chunk = state.append(token)
-                if chunk.text or chunk.finish_reason:
-                    yield chunk
-                if chunk.finish_reason:
-                    return
-                context = torch.cat([context, torch.tensor([token])])
-                logits, past = self._run([token], past)
+            if self.session is None:
+                from slmkit.engine.torch_batching import EngineStoppedError
+
+                raise EngineStoppedError("The model's engine has stopped; load the model again.")
+            return self._run(token_ids, past)
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
         check_scoring_window(len(token_ids), self.context_length)
-        with self._lock:
-            logits, _ = self._run(list(token_ids), self._empty_past())
+        logits, _ = self._locked_run(list(token_ids), self._empty_past())
         logprobs = torch.log_softmax(torch.from_numpy(logits[:-1]).float(), dim=-1)
         targets = torch.tensor(token_ids[1:], dtype=torch.long).unsqueeze(1)
         return logprobs.gather(1, targets).squeeze(1).tolist()
 
     def close(self) -> None:
-        self.session = None
+        with self._lock:
+            self.session = None

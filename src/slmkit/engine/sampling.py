@@ -17,6 +17,16 @@ from transformers import (
 )
 
 from slmkit.engine import SamplingParams
+from slmkit.errors import InvalidRequestError, SlmError
+
+
+class NonFiniteLogitsError(SlmError):
+    """The model itself produced NaN or infinite logits: a broken model or a numeric bug, not
+    the request's fault (the server answers 500 with a generic message)."""
+
+    http_status = 500
+    error_type = "server_error"
+    code = "non_finite_logits"
 
 
 class Sampler:
@@ -40,10 +50,21 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, context_ids: list[int] | torch.Tensor) -> int:
         """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far."""
         scores = logits.float().unsqueeze(0)
+        if not _samplable(scores):
+            raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
         if len(self.processors):
             context = torch.as_tensor(context_ids, dtype=torch.long)
             scores = self.processors(context.unsqueeze(0), scores)
+        if not _samplable(scores):
+            raise InvalidRequestError("The sampling settings turned the scores into NaN or infinity; use a temperature "
+                                      "and repetition_penalty nearer 1.", param="temperature")
         if self.greedy:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def _samplable(scores: torch.Tensor) -> bool:
+    """No NaN or +inf and at least one finite score. Masked or filtered tokens are -inf, which
+    is fine; anything else would make argmax pick garbage and multinomial raise."""
+    return not bool(torch.isnan(scores).any() | torch.isposinf(scores).any()) and bool(torch.isfinite(scores).any())

@@ -12,7 +12,7 @@ import torch
 from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.errors import ContextLengthExceededError, CorruptModelError
+from slmkit.errors import ContextLengthExceededError, CorruptModelError, InvalidRequestError
 
 
 def load_tokenizer(path: Path):
@@ -49,8 +49,15 @@ def render_prompt(tokenizer, request: GenerationRequest) -> list[int]:
     """Token ids of the prompt: chat messages through the model's chat template, or raw text."""
     if request.messages is not None:
         if not tokenizer.chat_template:
-            raise CorruptModelError("This model has no chat template; send a raw prompt instead of messages.")
-        text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            raise InvalidRequestError("This model has no chat template, so it cannot take chat messages; send a raw "
+                                      "prompt (/v1/completions) instead.", param="messages")
+        from jinja2 import TemplateError
+
+        try:
+            text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:  # the template's own checks (e.g. "roles must alternate"), sandbox refusals
+            raise InvalidRequestError(f"The model's chat template rejected these messages: {str(exc)[:300]}",
+                                      param="messages", code="chat_template_error") from exc
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(request.prompt)["input_ids"]
 
@@ -75,7 +82,6 @@ def teacher_forced_logprobs(model, token_ids: list[int]) -> list[float]:
 
 def load_draft_model(reference: str, target, tokenizer):
     """A draft model for assisted decoding; it must speak the target's vocabulary."""
-    from slmkit.errors import InvalidRequestError
     from slmkit.references import resolve_hf
 
     draft_path = resolve_hf(reference).path
@@ -132,6 +138,11 @@ class TorchEngine:
         self._lock = threading.Lock()
         self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size)
         self.load_time_s = time.perf_counter() - started
+
+    @property
+    def healthy(self) -> bool:
+        """False once the engine is closed or its scheduler has died (a server reloads it)."""
+        return self.model is not None and self.scheduler.healthy
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))

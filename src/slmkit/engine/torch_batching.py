@@ -10,6 +10,7 @@ lengths share one left-padded KV cache; an attention mask hides the padding.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -20,8 +21,10 @@ from slmkit.engine import Chunk
 from slmkit.engine.drafting import Drafter
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
+from slmkit.errors import SlmError
 
 _DONE = object()
+log = logging.getLogger("slmkit.engine")
 
 
 @dataclasses.dataclass
@@ -37,8 +40,17 @@ class Slot:
     draft_tokens: int = 0
 
 
-class EngineStoppedError(RuntimeError):
-    pass
+class EngineStoppedError(SlmError):
+    """The engine was closed or its scheduler ended; a server reloads it."""
+
+    http_status = 503
+    error_type = "server_error"
+    code = "engine_stopped"
+
+
+class GenerationError(RuntimeError):
+    """One request failed inside the scheduler for a reason that is not the request's fault;
+    the details are in the log, the other requests carry on."""
 
 
 class BatchScheduler:
@@ -59,22 +71,34 @@ class BatchScheduler:
     def submit(self, slot: Slot) -> Iterator[Chunk]:
         """The slot's chunks. It joins the queue when iteration starts, so a stream that is
         created but never read costs nothing."""
-        if self.error is not None or self._stopping:
-            raise EngineStoppedError("The engine has stopped; restart it.") from self.error
+        if not self.healthy:
+            raise EngineStoppedError("The model's engine has stopped; load the model again.") from self.error
         return self._drain(slot)
 
     def _drain(self, slot: Slot) -> Iterator[Chunk]:
         self.pending.put(slot)
         try:
             while True:
-                item = slot.output.get()
+                try:
+                    item = slot.output.get(timeout=1.0)
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        raise EngineStoppedError("The model's engine has stopped; load the model again.") from None
+                    continue
                 if item is _DONE:
                     return
+                if isinstance(item, SlmError):
+                    raise item  # the request's own problem (400) or a typed engine error
                 if isinstance(item, BaseException):
-                    raise EngineStoppedError(f"Generation failed: {item}") from item
+                    raise GenerationError("The generation failed inside the engine.") from item
                 yield item
         finally:
             slot.cancelled = True  # the caller stopped listening: free the slot at the next step
+
+    @property
+    def healthy(self) -> bool:
+        """False once the scheduler thread has ended (closed, or killed by a bug)."""
+        return self.error is None and not self._stopping and self._thread.is_alive()
 
     @property
     def queue_depth(self) -> int:
@@ -93,17 +117,26 @@ class BatchScheduler:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                self._admit(block=not self.active)
-                if self.active:
-                    self._decode_step()
-        except BaseException as exc:  # noqa: BLE001 - report any failure to every waiting caller
+                try:
+                    self._admit(block=not self.active)
+                    if self.active:
+                        self._decode_step()
+                except Exception as exc:  # noqa: BLE001 - a whole batch step failed: end its requests, keep serving
+                    log.exception("a batched decoding step failed; its %d requests end with an error", len(self.active))
+                    for slot in self.active:
+                        slot.output.put(exc)
+                    self.active, self.cache, self.mask = [], None, None
+        except BaseException as exc:  # noqa: BLE001 - the thread is dying: tell every waiting caller
             self.error = exc
+            raise
+        finally:
+            stopped = EngineStoppedError("The model's engine has stopped; load the model again.")
             for slot in self.active:
-                slot.output.put(exc)
+                slot.output.put(stopped)
             while not self.pending.empty():
                 slot = self.pending.get_nowait()
                 if slot is not None:
-                    slot.output.put(exc)
+                    slot.output.put(stopped)
 
     def _admit(self, block: bool) -> None:
         while len(self.active) < self.max_batch_size:
@@ -116,18 +149,36 @@ class BatchScheduler:
             block = False
             if slot.cancelled:
                 continue
-            self._prefill(slot)
+            cache = self._prefill(slot)
+            if cache is not None:
+                try:
+                    self._join_batch(slot, cache)
+                except Exception as exc:
+                    slot.output.put(exc)
+                    raise  # the batch may be half-changed: _run ends it
 
-    def _prefill(self, slot: Slot) -> None:
+    def _prefill(self, slot: Slot):
+        """Run the prompt alone and emit the first token; the slot's KV cache if it goes on.
+
+        A failure here (bad sampling values, non-finite logits, ...) ends this request only."""
         from transformers import DynamicCache
 
-        ids = torch.tensor([slot.state.prompt_ids], dtype=torch.long)
-        cache = DynamicCache()
-        with self.model_lock, torch.inference_mode():
-            logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
-        if self._emit(slot, logits):
-            return
-        self._join_batch(slot, cache)
+        try:
+            ids = torch.tensor([slot.state.prompt_ids], dtype=torch.long)
+            cache = DynamicCache()
+            with self.model_lock, torch.inference_mode():
+                logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
+            if self._emit(slot, logits):
+                return None
+        except Exception as exc:  # noqa: BLE001 - reported to this request's caller
+            self._fail(slot, exc)
+            return None
+        return cache
+
+    def _fail(self, slot: Slot, exc: Exception) -> None:
+        if not isinstance(exc, SlmError) or exc.http_status >= 500:
+            log.error("a request failed in the scheduler", exc_info=exc)
+        slot.output.put(exc)
 
     def _emit(self, slot: Slot, logits: torch.Tensor) -> bool:
         """Sample the slot's next token and send its chunk; True when the slot is finished."""
@@ -140,6 +191,14 @@ class BatchScheduler:
             slot.output.put(_DONE)
             return True
         return False
+
+    def _emit_or_fail(self, slot: Slot, logits: torch.Tensor) -> bool:
+        """:meth:`_emit`, with a failure ending this sequence only (True: it leaves the batch)."""
+        try:
+            return self._emit(slot, logits)
+        except Exception as exc:  # noqa: BLE001 - reported to this request's caller
+            self._fail(slot, exc)
+            return True
 
     def _join_batch(self, slot: Slot, cache) -> None:
         """Add a prefilled sequence to the running batch, left-padding whichever is shorter."""
@@ -176,7 +235,7 @@ class BatchScheduler:
         with self.model_lock, torch.inference_mode():
             logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
                                 cache=self.cache, use_cache=True).logits[:, -1]
-        finished = [self._emit(slot, logits[row]) for row, slot in enumerate(self.active)]
+        finished = [self._emit_or_fail(slot, logits[row]) for row, slot in enumerate(self.active)]
         if any(finished):
             self._select([i for i, done in enumerate(finished) if not done])
 
@@ -206,7 +265,7 @@ class BatchScheduler:
             self.cache.crop(-rejected)
             self.mask = self.mask[:, :-rejected]
         for position in range(accepted + 1):
-            if self._emit(slot, logits[position]):
+            if self._emit_or_fail(slot, logits[position]):
                 self._select([])
                 return True
         return True

@@ -68,6 +68,7 @@ USER slm
 EXPOSE {port}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \\
     CMD {health}
+# WARNING: the API listens on every interface; run with -e SLM_API_KEY=... or anyone who reaches the port can use it.
 CMD ["slm", "serve", "--model", "{model_path}", "--backend", "{backend}", "--host", "0.0.0.0", "--port", "{port}"]
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,9 +106,14 @@ def ingest(name: str, paths: list[Path], embedder=None, progress: Progress | Non
     if not files:
         raise InvalidRequestError(f"No .md, .txt, .html or .pdf documents under {', '.join(map(str, paths))}.")
     new = not target.exists()
-    work = target.with_name(f".{target.name}.partial") if new else target
     target.parent.mkdir(parents=True, exist_ok=True)
-    work.unlink(missing_ok=True) if new else None
+    if new:  # a private temp file per ingest: concurrent first ingests never share a half-written file
+        handle, name_tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(handle)
+        work = Path(name_tmp)
+        work.unlink()  # SQLite creates it afresh
+    else:
+        work = target
     connection = connect(work)
     try:
         connection.executescript(SCHEMA)
@@ -124,7 +130,8 @@ def ingest(name: str, paths: list[Path], embedder=None, progress: Progress | Non
     except BaseException:
         connection.close()
         if new:
-            work.unlink(missing_ok=True)
+            for leftover in (work, work.with_name(work.name + "-journal")):
+                leftover.unlink(missing_ok=True)
         raise
     connection.close()
     if new:

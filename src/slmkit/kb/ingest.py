@@ -22,6 +22,10 @@ SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".rst": 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 PDF_TIMEOUT_S = 30.0
 PDF_MEMORY_BYTES = 1 << 30
+# Python's html.parser takes quadratic time on some inputs (1 MB of "<!--", "<a" or "</" runs
+# for minutes), so HTML over this size is parsed in the same capped child process as PDFs.
+HTML_INLINE_BYTES = 64 * 1024
+HTML_TIMEOUT_S = 4.0
 MAX_CHUNK_CHARS = 700
 # Bump when cleaning or chunking changes, so that re-ingesting rebuilds every document's chunks.
 INGEST_VERSION = "2"
@@ -71,8 +75,9 @@ def find_documents(paths: list[Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def read_sections(file: Path) -> list[Section]:
-    """The sections of one document; raises :class:`DocumentError` if it cannot be read."""
+def read_sections(file: Path, inline: bool = False) -> list[Section]:
+    """The sections of one document; raises :class:`DocumentError` if it cannot be read.
+    ``inline``: parse here even where a capped child process would be used (inside that child)."""
     kind = SUFFIXES.get(file.suffix.lower())
     if kind is None:
         raise DocumentError(f"{file.name}: unsupported file type; use .md, .txt, .html or .pdf.")
@@ -89,6 +94,8 @@ def read_sections(file: Path) -> list[Section]:
     except UnicodeDecodeError as exc:
         raise DocumentError(f"{file.name}: not valid UTF-8 (byte {exc.start}); convert the file to UTF-8.") from exc
     if kind == "html":
+        if len(data) > HTML_INLINE_BYTES and not inline:
+            return read_isolated(file, "html", HTML_TIMEOUT_S)
         text = html_to_markdown(text)
     elif kind == "text":
         text = underlined_headings_to_markdown(text)
@@ -98,7 +105,11 @@ def read_sections(file: Path) -> list[Section]:
 # --- Markdown and text ---------------------------------------------------------------------
 
 BOLD = re.compile(r"(?<![\w*])\*\*(?=[A-Za-z])([^*\n]+?)(?<=[A-Za-z.!?:])\*\*(?=\s|$|[,.;:!?)])")
-HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# Every pattern here runs in linear time on hostile input (1 MB of "<!--", "[" or spaces): no
+# two repeats can match the same characters, and link patterns stop at the next bracket.
+HEADING = re.compile(r"^(#{1,6})\s+(\S.*)$")
+IMAGE = re.compile(r"!\[([^\]\[\n]*)\]\([^()\n]*\)")
+LINK = re.compile(r"\[([^\]\[\n]+)\]\([^()\n]*\)")
 UNDERLINE = re.compile(r"^([=\-*~^#])\1{2,}\s*$")
 UNDERLINE_LEVELS = {"*": 1, "=": 2, "-": 3, "~": 4, "^": 5, "#": 1}
 
@@ -143,7 +154,8 @@ def markdown_sections(text: str, default_title: str) -> list[Section]:
             level = len(match.group(1))
             while stack and stack[-1][0] >= level:
                 stack.pop()
-            stack.append((level, strip_inline_markdown(match.group(2))))
+            title = match.group(2).rstrip().rstrip("#").rstrip() or match.group(2).strip()
+            stack.append((level, strip_inline_markdown(title)))
         else:
             body.append(line)
     flush()
@@ -151,18 +163,32 @@ def markdown_sections(text: str, default_title: str) -> list[Section]:
 
 
 def strip_inline_markdown(text: str) -> str:
-    text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)  # images keep only their alt text
-    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links keep their label
+    text = IMAGE.sub(r"\1", text)  # images keep only their alt text
+    text = LINK.sub(r"\1", text)  # links keep their label
     # Bold markers only around words: "__init__", "x**2" and "**kwargs" are content, not markup.
     return BOLD.sub(r"\1", text).strip()
 
 
+def strip_comments(text: str) -> str:
+    """``text`` without ``<!-- ... -->`` comments; an unclosed one hides the rest, as in HTML.
+    A scan, not a regex: a lazy ``<!--.*?-->`` takes quadratic time on many unclosed openers."""
+    parts, position = [], 0
+    while (start := text.find("<!--", position)) >= 0:
+        parts.append(text[position:start])
+        end = text.find("-->", start + 4)
+        if end < 0:
+            return "".join(parts)
+        position = end + 3
+    parts.append(text[position:])
+    return "".join(parts)
+
+
 def clean_text(text: str) -> str:
     """Drop HTML comments and link targets, normalize whitespace, keep paragraph breaks."""
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)  # hidden comments are not document text
+    text = strip_comments(text)  # hidden comments are not document text
     text = strip_inline_markdown(text)
     text = text.replace("\x00", "")
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
@@ -234,13 +260,14 @@ def pdf_child_main() -> None:
     import sys
 
     resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
-    file = Path(sys.argv[1])
+    file, kind = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "pdf")
     try:
-        result = {"sections": [dataclasses.asdict(s) for s in read_pdf_pages(file)]}
+        sections = read_pdf_pages(file) if kind == "pdf" else read_sections(file, inline=True)
+        result = {"sections": [dataclasses.asdict(s) for s in sections]}
     except DocumentError as exc:
         result = {"error": exc.message}
     except MemoryError:
-        result = {"error": f"{file.name}: reading the PDF needed more than {PDF_MEMORY_BYTES >> 20} MB; "
+        result = {"error": f"{file.name}: reading the {kind.upper()} needed more than {PDF_MEMORY_BYTES >> 20} MB; "
                            "it is likely malformed or a decompression bomb."}
     except Exception as exc:  # a parser bug on hostile input must not take down the batch
         reason = "it decompresses past pypdf's size limit (a decompression bomb?)" \
@@ -250,26 +277,34 @@ def pdf_child_main() -> None:
 
 
 def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[Section]:
-    """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory.
+    """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory."""
+    return read_isolated(file, "pdf", timeout_s)
+
+
+def read_isolated(file: Path, kind: str, timeout_s: float) -> list[Section]:
+    """Parse ``file`` (``pdf`` or ``html``) in a child process capped at ``timeout_s`` seconds
+    and 1 GB of memory.
 
     A fresh interpreter rather than a fork: forking a process that runs torch's thread pools
     can crash the child, and multiprocessing's spawn/forkserver re-import the caller's main
-    script. Starting Python and pypdf costs about half a second per PDF.
+    script. Starting Python and the parser costs about half a second per file.
     """
     import json
     import subprocess
     import sys
 
     code = "from slmkit.kb.ingest import pdf_child_main; pdf_child_main()"
+    label = kind.upper()
     try:
-        done = subprocess.run([sys.executable, "-c", code, str(file)], capture_output=True, timeout=timeout_s,
+        done = subprocess.run([sys.executable, "-c", code, str(file), kind], capture_output=True, timeout=timeout_s,
                               stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.") from exc
+        raise DocumentError(f"{file.name}: reading the {label} took over {timeout_s:.0f} s; it is likely malformed "
+                            "or hostile.") from exc
     try:
         result = json.loads(done.stdout)
     except ValueError as exc:
-        raise DocumentError(f"{file.name}: the PDF reader crashed (exit code {done.returncode}); "
+        raise DocumentError(f"{file.name}: the {label} reader crashed (exit code {done.returncode}); "
                             "the file is likely malformed.") from exc
     if "error" in result:
         raise DocumentError(result["error"])

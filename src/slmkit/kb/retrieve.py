@@ -60,18 +60,32 @@ def default_embedder():
         return _load_default_embedder()
 
 
-@functools.lru_cache(maxsize=8)
-def _matrix(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row ids and the (chunks, dims) embedding matrix of one index file, cached until it changes."""
-    connection = connect(path)
-    try:
-        rows = connection.execute("SELECT id, embedding FROM chunks ORDER BY id").fetchall()
-    finally:
-        connection.close()
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 1), dtype=np.float32)
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    return ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+_matrices: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_matrices_lock = threading.Lock()
+
+
+def _matrix(connection, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row ids and the (chunks, dims) embedding matrix, read inside the caller's transaction
+    and cached per version of the index (its last update time and chunk count and id range)."""
+    version = connection.execute(
+        "SELECT (SELECT value FROM meta WHERE key = 'updated_at'), COUNT(*), MIN(id), MAX(id) FROM chunks").fetchone()
+    key = (path, *version)
+    with _matrices_lock:
+        if key in _matrices:
+            return _matrices[key]
+    rows = connection.execute("SELECT id, embedding FROM chunks ORDER BY id").fetchall()
+    if rows:
+        value = np.array([r[0] for r in rows], dtype=np.int64), np.stack([np.frombuffer(r[1], dtype=np.float32)
+                                                                           for r in rows])
+    else:
+        value = np.zeros(0, dtype=np.int64), np.zeros((0, 1), dtype=np.float32)
+    with _matrices_lock:
+        for stale in [k for k in _matrices if k[0] == path]:
+            del _matrices[stale]
+        if len(_matrices) >= 8:
+            _matrices.pop(next(iter(_matrices)))
+        _matrices[key] = value
+    return value
 
 
 def fts_query(text: str) -> str | None:
@@ -97,17 +111,18 @@ def search(name: str, query: str, k: int = 5, embedder=None, candidates: int = C
     if k < 1:
         raise InvalidRequestError(f"k must be >= 1, got {k}.", param="k")
     path = existing_kb_path(name)
-    stat = path.stat()
-    ids, matrix = _matrix(str(path), stat.st_mtime_ns, stat.st_size)
-    if len(ids) == 0:
-        return []
-    embedder = embedder or default_embedder()
-    query_vector = embedder.embed([query])[0]
-    similarities = matrix @ query_vector
-    order = np.argsort(-similarities)[:candidates]
-    vector_ranking = [int(ids[i]) for i in order]
+    # The query is embedded first, then everything is read in one transaction: one consistent
+    # snapshot even while an ingest commits (the matrix, BM25 and the rows all agree).
+    query_vector = (embedder or default_embedder()).embed([query])[0]
     connection = connect(path)
     try:
+        connection.execute("BEGIN")
+        ids, matrix = _matrix(connection, str(path))
+        if len(ids) == 0:
+            return []
+        similarities = matrix @ query_vector
+        order = np.argsort(-similarities)[:candidates]
+        vector_ranking = [int(ids[i]) for i in order]
         bm25_ranking = []
         match = fts_query(query)
         if match:
@@ -120,7 +135,7 @@ def search(name: str, query: str, k: int = 5, embedder=None, candidates: int = C
             f"SELECT c.id, d.name, c.section, c.page, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
             f"WHERE c.id IN ({','.join('?' * len(best))})", best)}
     finally:
-        connection.close()
+        connection.close()  # ends the read transaction
     similarity_of = dict(zip(ids.tolist(), similarities.tolist(), strict=True))
     return [Hit(i, *rows[i], score=fused[i], similarity=float(similarity_of[i]),
                 bm25_rank=bm25_ranking.index(i) + 1 if i in bm25_ranking else None,

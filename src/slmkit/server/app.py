@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -13,14 +14,23 @@ import anyio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from slmkit.errors import SlmError
 from slmkit.server import knowledge, recommendations
 from slmkit.server.errors import HTTPError, error_response, slm_error_response
-from slmkit.server.generation import build_engine_request, complete, iterate, new_id, stream_events, timings, usage
+from slmkit.server.generation import (
+    collect_unless_disconnected,
+    iterate,
+    new_id,
+    start_generation,
+    stream_events,
+    timings,
+    usage,
+)
 from slmkit.server.metrics import MetricsMiddleware, ServerMetrics
-from slmkit.server.pool import ModelPool
+from slmkit.server.pool import Lease, ModelPool
 from slmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from slmkit.server.security import LOOPBACK_HOSTS, GuardMiddleware
 from slmkit.server.settings import ServerSettings
@@ -30,7 +40,9 @@ STATIC = Path(__file__).parent / "static"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
+def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI:
+    """The application. ``on_fatal(exc)`` is called if the first model cannot be loaded at
+    start-up (``slm serve`` uses it to exit with the reason instead of answering 503 forever)."""
     settings = settings or ServerSettings()
     pool = ModelPool(settings)
     recommenders = recommendations.Recommenders(pool.recommender_ids, settings.threads)
@@ -45,12 +57,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if settings.preload and pool.chat_ids:
             async def preload():
                 try:
-                    await pool.get(pool.chat_ids[0])
+                    await pool.preload(pool.chat_ids[0])
                     state["ready"] = True
                 except Exception as exc:  # noqa: BLE001 - reported by /health and the log
                     state["load_error"] = exc
-                    log.exception("could not load %s", pool.chat_ids[0])
-            import asyncio
+                    log.error("could not load %s: %s", pool.chat_ids[0], getattr(exc, "message", exc))
+                    if on_fatal is not None:
+                        on_fatal(exc)
 
             task = asyncio.create_task(preload())
         yield
@@ -74,14 +87,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/health", include_in_schema=True)
     async def health():
-        snapshot = pool.snapshot()
         if state["load_error"] is not None:
             return JSONResponse({"status": "error", "message": "The default model failed to load."}, status_code=503)
         if not state["ready"]:
             return JSONResponse({"status": "loading"}, status_code=503)
-        if not all(info["healthy"] for info in snapshot.values()):
-            return JSONResponse({"status": "error", "message": "An engine stopped."}, status_code=503)
-        return {"status": "ok", "loaded_models": list(snapshot)}
+        reloading = pool.revive()
+        if reloading:
+            return JSONResponse({"status": "reloading", "message": "An engine stopped; it is being loaded again.",
+                                 "models": reloading}, status_code=503)
+        return {"status": "ok", "loaded_models": list(pool.snapshot())}
 
     @app.get("/metrics")
     async def prometheus_metrics():
@@ -101,52 +115,59 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if model_id.startswith(knowledge.PREFIX):
             knowledge.check(model_id)
         elif model_id not in pool.all_ids():
-            pool.check(model_id, "chat")
+            model_id = pool.resolve_id(model_id, "chat")
         return _model_card(model_id, pool)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
-        return await _generate(body, chat=True)
+    async def chat_completions(body: ChatCompletionRequest, http_request: Request):
+        return await _generate(body, http_request, chat=True)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await _generate(body, chat=False)
+    async def completions(body: CompletionRequest, http_request: Request):
+        return await _generate(body, http_request, chat=False)
 
-    async def _generate(body, chat: bool):
+    async def _generate(body, http_request: Request, chat: bool):
         if chat and body.model.startswith(knowledge.PREFIX):
-            answering_model, answer = await knowledge.answer(body, pool, settings)
-            pool.acquire(answering_model)
+            lease, answer = await knowledge.answer(body, pool, settings)
             extra = {"sources": answer.sources, "abstained": answer.abstained}
-            return await _respond(body, answer.chunks, chat=True, counted_model=answering_model, extra=extra)
-        engine = await pool.get(body.model, "chat")
-        request = await anyio.to_thread.run_sync(functools.partial(build_engine_request, body, engine, settings, chat=chat))
-        pool.acquire(body.model)
+            return await _respond(body, http_request, answer.chunks, chat=True, lease=lease, extra=extra)
+        # The slot is taken first; template rendering and tokenizing (which can take seconds
+        # on a huge prompt) then run in a worker thread, never on the event loop.
+        lease = await pool.checkout(body.model, "chat")
         try:
-            chunks = engine.stream(request)  # raises 400s before any work
+            chunks = await anyio.to_thread.run_sync(functools.partial(start_generation, body, lease.engine, settings,
+                                                                      chat=chat))
         except BaseException:
-            pool.release(body.model)
+            lease.release()
             raise
-        return await _respond(body, chunks, chat=chat, counted_model=body.model)
+        return await _respond(body, http_request, chunks, chat=chat, lease=lease, extra=None)
 
-    async def _respond(body, chunks, *, chat: bool, counted_model: str, extra: dict | None = None):
-        """Stream or collect ``chunks`` in OpenAI's format; releases ``counted_model``'s slot at the end."""
+    async def _respond(body, http_request: Request, chunks, *, chat: bool, lease: Lease, extra: dict | None):
+        """Stream or collect ``chunks`` in OpenAI's format; releases the lease at the end."""
         started = time.perf_counter()
         route = "/v1/chat/completions" if chat else "/v1/completions"
 
         def finished(stats):
-            metrics.record_generation(counted_model, stats)
+            metrics.record_generation(lease.model_id, stats)
             metrics.latency.labels(route).observe(time.perf_counter() - started)
 
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _released_after(pool, counted_model, stream_events(
+            events = _released_after(lease, stream_events(
                 iterate(chunks, settings.request_timeout_s), chat=chat, model=body.model,
                 include_usage=include_usage, on_finish=finished, extra_first=extra))
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+            return TimedStreamingResponse(events, write_timeout_s=settings.write_timeout_s, cleanup=lease.release,
+                                          media_type="text/event-stream", headers=SSE_HEADERS)
         try:
-            text, reason, stats = await complete(iterate(chunks, settings.request_timeout_s))
+            text, reason, stats = await collect_unless_disconnected(
+                http_request, iterate(chunks, settings.request_timeout_s))
+        except (SlmError, HTTPError):
+            raise
+        except Exception as exc:
+            log.error("generation failed", exc_info=exc)
+            raise HTTPError(500, "The generation failed on the server.", "server_error", code="internal_error") from None
         finally:
-            pool.release(counted_model)
+            lease.release()
         finished(stats)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
@@ -159,14 +180,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
-        model_id = body.model or (pool.embedding_ids[0] if pool.embedding_ids else "")
-        model = await pool.get(model_id, "embedding")
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if body.dimensions is not None and body.dimensions != model.dimensions:
-            raise HTTPError(400, f"{model_id} makes {model.dimensions}-dimensional vectors; dimensions cannot change.",
-                            param="dimensions")
-        vectors = await anyio.to_thread.run_sync(model.embed, texts)
-        tokens = await anyio.to_thread.run_sync(model.count_tokens, texts)
+        name = body.model or (pool.embedding_ids[0] if pool.embedding_ids else "")
+        lease = await pool.checkout(name, "embedding")
+        try:
+            model = lease.engine
+            texts = [body.input] if isinstance(body.input, str) else body.input
+            if body.dimensions is not None and body.dimensions != model.dimensions:
+                raise HTTPError(400, f"{lease.model_id} makes {model.dimensions}-dimensional vectors; dimensions "
+                                     "cannot change.", param="dimensions")
+            vectors, tokens = await anyio.to_thread.run_sync(_embed, model, pool.embedding_lock(lease.model_id), texts)
+        finally:
+            lease.release()
         data = []
         for index, vector in enumerate(vectors):
             if body.encoding_format == "base64":
@@ -174,20 +198,61 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             else:
                 encoded = vector.tolist()
             data.append({"object": "embedding", "index": index, "embedding": encoded})
-        return {"object": "list", "data": data, "model": model_id,
+        return {"object": "list", "data": data, "model": lease.model_id,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     recommendations.register(app, pool, recommenders)  # POST /v1/recommendations
     return app
 
 
-async def _released_after(pool, model_id, events):
+def _embed(model, lock, texts: list[str]):
+    """Vectors and token count in one go, one request at a time per model (the tokenizer is
+    not safe to share between threads)."""
+    with lock:
+        return model.embed(texts), model.count_tokens(texts)
+
+
+async def _released_after(lease: Lease, events):
     """Keep a streaming request counted against the model's queue until its last event."""
     try:
         async for event in events:
             yield event
     finally:
-        pool.release(model_id)
+        with contextlib.suppress(BaseException):
+            await events.aclose()
+        lease.release()
+
+
+class TimedStreamingResponse(StreamingResponse):
+    """A streaming response whose every write must finish within ``write_timeout_s``: a client
+    that stops reading is cut off, and its generation cancelled, instead of holding a slot."""
+
+    def __init__(self, content, *, write_timeout_s: float, cleanup=None, **kwargs):
+        super().__init__(content, **kwargs)
+        self.write_timeout_s, self.cleanup = write_timeout_s, cleanup
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when the client left before the first byte and nothing was iterated
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+            if self.cleanup is not None:
+                self.cleanup()
+
+    async def stream_response(self, send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                data = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+                with anyio.move_on_after(self.write_timeout_s) as write:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                if write.cancelled_caught:
+                    log.warning("a streaming client read nothing for %.0f s; closing its stream", self.write_timeout_s)
+                    return  # the response stays incomplete: the server closes the connection
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _model_card(model_id: str, pool: ModelPool) -> dict:
@@ -211,7 +276,8 @@ def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
             return error_response(400, "The request body must be a JSON object with the documented fields.",
                                   code="invalid_body")
         param = ".".join(location) or None
-        return error_response(400, f"Invalid value for {param or 'the body'}: {first.get('msg', 'invalid')}.",
+        detail = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return error_response(400, f"Invalid value for {param or 'the body'}: {detail}.",
                               param=param, code="invalid_value")
 
     @app.exception_handler(SlmError)

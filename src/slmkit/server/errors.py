@@ -16,13 +16,24 @@ def error_response(status: int, message: str, error_type: str = "invalid_request
     return JSONResponse(error_body(message, error_type, param, code), status_code=status, headers=headers)
 
 
-def slm_error_response(exc: SlmError) -> JSONResponse:
-    status = exc.http_status
+GENERIC_MESSAGES = {  # what a client sees for a server-side failure; details stay in the server log
+    "corrupt_model": "The model could not be loaded on the server. The operator should check the server log.",
+    "engine_stopped": "The model's engine stopped and is being loaded again. Retry shortly.",
+}
+
+
+def slm_error_body(exc: SlmError) -> dict:
     message = exc.message
-    if status >= 500:
-        # A broken model file is the operator's problem; never show server paths to clients.
-        message = "The model could not be loaded on the server. The operator should check the server log."
-    return error_response(status, message, exc.error_type, exc.param, exc.code)
+    if exc.http_status >= 500:
+        # Never show server paths or internals to clients.
+        message = GENERIC_MESSAGES.get(exc.code, "The generation failed on the server. The operator should check "
+                                                 "the server log.")
+    return error_body(message, exc.error_type, exc.param, exc.code)
+
+
+def slm_error_response(exc: SlmError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if exc.http_status == 503 else None
+    return JSONResponse(slm_error_body(exc), status_code=exc.http_status, headers=headers)
 
 
 class HTTPError(Exception):

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 
 from slmkit.engine import Chunk, GenerationRequest, GenerationStats, SamplingParams
-from slmkit.errors import ContextLengthExceededError
-from slmkit.server.errors import HTTPError, error_body
+from slmkit.errors import ContextLengthExceededError, SlmError
+from slmkit.server.errors import HTTPError, error_body, slm_error_body
 
 _END = object()
 
@@ -43,6 +43,7 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
         if not prompt:
             raise HTTPError(400, "prompt must not be empty.", param="prompt")
         request = GenerationRequest(prompt=prompt, stop=body.stop or [], sampling=sampling)
+    _refuse_far_too_long(request, engine, chat)
     if max_tokens is None:
         # No limit asked for: cap at the server default and at what the context has room for.
         prompt_tokens = engine.count_prompt_tokens(request)
@@ -55,6 +56,71 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
         max_tokens = min(settings.default_max_tokens, room)
     request.max_new_tokens = max_tokens
     return request
+
+
+def start_generation(body, engine, settings, *, chat: bool) -> Iterator[Chunk]:
+    """Validate ``body`` and start the engine stream (blocking: run it in a worker thread).
+
+    Rendering the chat template and tokenizing happen here, so every 400 (bad values, a
+    template that rejects the messages, a prompt over the context) is raised before any
+    byte of the response is sent."""
+    request = build_engine_request(body, engine, settings, chat=chat)
+    return engine.stream(request)
+
+
+PROMPT_CHARS_SAFETY = 4  # a prompt this many times longer than could possibly fit is refused untokenized
+
+
+def _refuse_far_too_long(request: GenerationRequest, engine, chat: bool) -> None:
+    """Refuse a prompt that cannot fit the context without tokenizing it.
+
+    No token covers more characters than the longest vocabulary entry, so a prompt longer
+    than ``context x longest x PROMPT_CHARS_SAFETY`` characters is over the context whatever
+    the tokenizer does. Tokenizing 8 MB takes ~17 s of CPU (measured on the tiny test
+    tokenizer), which one request must not be able to make the server spend."""
+    longest = _longest_token_chars(engine)
+    if not longest:
+        return
+    chars = sum(len(m["content"]) for m in request.messages) if chat else len(request.prompt)
+    if chars > engine.context_length * longest * PROMPT_CHARS_SAFETY:
+        raise ContextLengthExceededError(
+            f"The prompt is {chars} characters, far more than fit in the model's context of {engine.context_length} "
+            "tokens. Shorten it.", param="messages" if chat else "prompt")
+
+
+def _longest_token_chars(engine) -> int:
+    cached = getattr(engine, "_slm_longest_token_chars", None)
+    if cached is None:
+        tokenizer = getattr(engine, "tokenizer", None)
+        try:
+            cached = max((len(token) for token in tokenizer.get_vocab()), default=0) if tokenizer else 0
+        except Exception:  # noqa: BLE001 - a tokenizer without a vocabulary listing: no shortcut
+            cached = 0
+        engine._slm_longest_token_chars = cached
+    return cached
+
+
+async def collect_unless_disconnected(http_request, chunks: AsyncIterator[Chunk]):
+    """:func:`complete`, cancelled (and the generation with it) if the client hangs up first."""
+    outcome: dict = {}
+    async with anyio.create_task_group() as group:
+        async def watch() -> None:
+            while (await http_request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            outcome["result"] = await complete(chunks)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group's exception group
+            outcome["error"] = exc
+        finally:
+            group.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:
+        raise HTTPError(499, "The client closed the connection.", code="client_closed_request")
+    return outcome["result"]
 
 
 async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Chunk]:
@@ -131,6 +197,8 @@ async def stream_events(chunks: AsyncIterator[Chunk], *, chat: bool, model: str,
             yield event(None, usage=usage(stats))
     except HTTPError as exc:
         yield sse(error_body(exc.message, exc.error_type, exc.param, exc.code))
+    except SlmError as exc:
+        yield sse(slm_error_body(exc))
     except Exception:  # noqa: BLE001 - the client gets an error event; details stay in the server log
         import logging
 

@@ -29,7 +29,8 @@ def check(model_id: str) -> str:
 
 
 async def answer(body, pool, settings):
-    """(sources, abstained, engine chunks) for a chat request against a knowledge base."""
+    """(lease of the answering model, :class:`~slmkit.kb.answer.Answer`) for a chat request
+    against a knowledge base; the caller releases the lease when the answer is sent."""
     from slmkit.kb.answer import answer_stream
 
     problem = body.unsupported()
@@ -42,13 +43,31 @@ async def answer(body, pool, settings):
     if max_tokens > settings.max_tokens_limit:
         raise HTTPError(400, f"max_tokens is {max_tokens}, above this server's limit of {settings.max_tokens_limit}.",
                         param="max_tokens", code="max_tokens_too_large")
-    engine = await pool.get(pool.chat_ids[0], "chat")
-    embedder = await pool.get(pool.embedding_ids[0], "embedding") if pool.embedding_ids else None
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    result = await anyio.to_thread.run_sync(functools.partial(
-        answer_stream, name, messages, engine, max_new_tokens=max_tokens, embedder=embedder,
-        temperature=0.0 if body.temperature is None else float(body.temperature),
-        top_p=1.0 if body.top_p is None else float(body.top_p), top_k=body.top_k or 0,
-        repetition_penalty=1.0 if body.repetition_penalty is None else float(body.repetition_penalty),
-        seed=body.seed, stop=body.stop or None))
-    return pool.chat_ids[0], result
+    lease = await pool.checkout(pool.chat_ids[0], "chat")
+    try:
+        embedder = None
+        if pool.embedding_ids:
+            embedder = _LockedEmbedder(await pool.get(pool.embedding_ids[0], "embedding"),
+                                       pool.embedding_lock(pool.embedding_ids[0]))
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        result = await anyio.to_thread.run_sync(functools.partial(
+            answer_stream, name, messages, lease.engine, max_new_tokens=max_tokens, embedder=embedder,
+            temperature=0.0 if body.temperature is None else float(body.temperature),
+            top_p=1.0 if body.top_p is None else float(body.top_p), top_k=body.top_k or 0,
+            repetition_penalty=1.0 if body.repetition_penalty is None else float(body.repetition_penalty),
+            seed=body.seed, stop=body.stop or None))
+    except BaseException:
+        lease.release()
+        raise
+    return lease, result
+
+
+class _LockedEmbedder:
+    """The server's embedding model, used one request at a time (its tokenizer is not thread-safe)."""
+
+    def __init__(self, model, lock):
+        self.model, self.lock = model, lock
+
+    def embed(self, texts):
+        with self.lock:
+            return self.model.embed(texts)

@@ -61,7 +61,9 @@ class ServerMetrics:
         loaded = Gauge("slm_loaded_models", "Models loaded in memory", registry=self.registry)
         memory = Gauge("slm_model_memory_bytes", "Memory held by each loaded model's weights", ["model"],
                        registry=self.registry)
-        self._dynamic = (queue, active, loaded, memory)
+        in_flight = Gauge("slm_requests_in_flight", "Requests holding a batch or queue slot", ["model"],
+                          registry=self.registry)
+        self._dynamic = (queue, active, loaded, memory, in_flight)
         self.pool = pool
 
     def record_generation(self, model: str, stats) -> None:
@@ -71,9 +73,11 @@ class ServerMetrics:
             self.time_to_first_token.labels(model).observe(stats.time_to_first_token_s)
 
     def render(self) -> bytes:
-        queue, active, loaded, memory = self._dynamic
-        for gauge in (queue, active, memory):
+        queue, active, loaded, memory, in_flight = self._dynamic
+        for gauge in (queue, active, memory, in_flight):
             gauge.clear()
+        for model_id, count in list(self.pool.in_flight.items()):
+            in_flight.labels(model_id).set(count)
         snapshot = self.pool.snapshot()
         loaded.set(len(snapshot))
         for model_id, info in snapshot.items():

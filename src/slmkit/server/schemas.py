@@ -8,8 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from slmkit.engine import MAX_REPETITION_PENALTY, MIN_REPETITION_PENALTY, MIN_TEMPERATURE
+
 Number = Annotated[float, Field(strict=False, allow_inf_nan=False)]
 MAX_STOPS = 4
+MAX_EMBEDDING_INPUTS = 2048
 
 
 class TextPart(BaseModel):
@@ -38,7 +41,7 @@ class SamplingFields(BaseModel):
     temperature: Number | None = Field(default=None, ge=0, le=2)
     top_p: Number | None = Field(default=None, gt=0, le=1)
     top_k: StrictInt | None = Field(default=None, ge=0, le=1000)
-    repetition_penalty: Number | None = Field(default=None, gt=0, le=10)
+    repetition_penalty: Number | None = Field(default=None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY)
     frequency_penalty: Number | None = Field(default=None, ge=-2, le=2)
     presence_penalty: Number | None = Field(default=None, ge=-2, le=2)
     stop: StrictStr | list[StrictStr] | None = None
@@ -48,6 +51,13 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: StrictBool | StrictInt | None = None
     user: StrictStr | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value):
+        if value is not None and 0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -102,8 +112,20 @@ class CompletionRequest(SamplingFields):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    input: StrictStr | list[StrictStr] = Field(min_length=1)
+    input: StrictStr | list[StrictStr]
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: StrictInt | None = None
     user: StrictStr | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, value):
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("give at least one string")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} strings per request, got {len(texts)}; split the batch")
+        if any(not text for text in texts):
+            raise ValueError("strings must not be empty")
+        return value

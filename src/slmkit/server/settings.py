@@ -21,6 +21,8 @@ class ServerSettings:
     max_batch_size: int = 8  # sequences decoded together per model
     max_queue: int = 64  # requests waiting beyond the batch before 429
     request_timeout_s: float = 300.0
+    write_timeout_s: float = 30.0  # a streaming client that reads nothing this long is cut off
+    failed_load_retry_s: float = 30.0  # a model that failed to load is not tried again this soon
     cors_origins: list[str] = dataclasses.field(default_factory=list)  # empty = CORS off
     allowed_hosts: list[str] = dataclasses.field(default_factory=list)  # extra Host names accepted
     drain_timeout_s: float = 10.0
