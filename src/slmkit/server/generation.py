@@ -37,7 +37,8 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
     )
     if chat:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        request = GenerationRequest(messages=messages, stop=body.stop or [], sampling=sampling)
+        request = GenerationRequest(messages=messages, stop=body.stop or [], sampling=sampling,
+                                    json_schema=requested_json_schema(body))
     else:
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         if not prompt:
@@ -55,6 +56,14 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
         max_tokens = min(settings.default_max_tokens, room)
     request.max_new_tokens = max_tokens
     return request
+
+
+def requested_json_schema(body) -> dict | None:
+    """The schema of the body's ``response_format`` (compiled by the engine: a bad one is a 400 there)."""
+    try:
+        return body.requested_json_schema()
+    except ValueError as exc:
+        raise HTTPError(400, str(exc), param="response_format", code="invalid_value") from exc
 
 
 async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Chunk]:
