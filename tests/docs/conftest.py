@@ -15,3 +15,20 @@ def synthetic_pdfs(tmp_path_factory):
         write_pdf(document, path)
         made.append((path, document))
     return made
+
+
+@pytest.fixture(scope="session")
+def docs_model_dir(tmp_path_factory):
+    """The tiny random Llama with room for a one-page document in its context."""
+    from tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-docs") / "tiny-llama", context=2048)
+
+
+@pytest.fixture(scope="session")
+def docs_engine(docs_model_dir):
+    from slmkit.engine.torch_backend import TorchEngine
+
+    engine = TorchEngine(docs_model_dir)
+    yield engine
+    engine.close()
