@@ -63,14 +63,14 @@ def read_gold(path: str | Path) -> list[dict]:
 
 def evaluate_docs(gold_file: str | Path, extract: Callable[[list[str], object], dict],
                   classify: Callable[[list[str]], str] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> DocsEvalReport:
+                  progress: Callable[[int, int], None] | None = None, limit: int | None = None) -> DocsEvalReport:
     """Score ``extract(pages, schema) -> {"values": {...}}`` (and ``classify(pages) -> kind``, if
-    given) on every document of ``gold_file``."""
+    given) on every document of ``gold_file`` (the first ``limit`` ones if given)."""
     from jsonschema import Draft202012Validator
 
     from slmkit.docs.pdf import read_pages
 
-    gold = read_gold(gold_file)
+    gold = read_gold(gold_file)[:limit]
     schemas = {}
     hits, totals = defaultdict(int), defaultdict(int)
     valid = pages_done = kinds_right = 0
