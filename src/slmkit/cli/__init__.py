@@ -28,7 +28,7 @@ VERB_MODULES = [
     "shrink",  # slm prune, slm distill
     "train",  # slm pretrain, slm finetune, slm eval
     "export",  # slm export gguf|onnx|docker, slm bench
-    "docs",  # slm docs extract|classify|eval
+    "docs",  # slm docs extract|classify|organize|eval
 ]
 for _module in VERB_MODULES:
     importlib.import_module(f"slmkit.cli.{_module}").register(app)

@@ -1,4 +1,4 @@
-"""`slm docs extract|classify|eval`: fields out of PDFs into JSON, on your own CPU."""
+"""`slm docs extract|classify|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
 
 from __future__ import annotations
 
@@ -104,6 +104,29 @@ def docs_classify(files: Files, model: ExtractModel = "smollm2-135m") -> None:
             err.print(f"[yellow]skipped[/yellow] {file.name}: {exc.message}", highlight=False)
     if failed:
         sys.exit(1)
+
+
+@docs_app.command("organize")
+def docs_organize(inbox: Annotated[Path, typer.Argument(help="Folder of documents (read only, never changed).")],
+                  output: Annotated[Path, typer.Argument(help="Folder for index.jsonl, index.csv and one folder per kind.")],
+                  model: ExtractModel = "smollm2-135m",
+                  copy: Annotated[bool, typer.Option(help="Copy each document into OUT/<kind>/.")] = True) -> None:
+    """Classify every document of INBOX, extract its fields and a one-line summary into OUT/index.jsonl
+    and index.csv; re-running skips documents already indexed unchanged (also after a crash).
+
+    Example: [bold]slm docs organize ./inbox ./sorted -m docs-extractor[/bold]
+    """
+    quiet_libraries()
+    from slmkit.docs.organize import organize
+
+    run = _extractor(model, None, confidence=False)
+    with _progress_bar() as progress:
+        task = progress.add_task("Documents", total=None)
+        report = organize(inbox, output, run, copy=copy, progress=lambda name, done, total: progress.update(
+            task, description=(name or "done")[:50], completed=done, total=total))
+    out.print(f"{len(report.done)} indexed, {len(report.skipped)} unchanged, {len(report.errors)} failed → {report.index}")
+    for name, message in report.errors.items():
+        err.print(f"[yellow]failed[/yellow] {name}: {message}", highlight=False)
 
 
 @docs_app.command("eval")
