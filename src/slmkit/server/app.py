@@ -176,6 +176,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return {"object": "list", "data": data, "model": model_id,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
+    from slmkit.server import documents
+
+    documents.register(app, pool)  # POST /v1/documents/extract
     return app
 
 
