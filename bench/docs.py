@@ -90,12 +90,14 @@ def constraint_speed(model: str, gold: Path, rounds: int, tokens: int) -> dict:
 
 def print_tables(results: dict, base: str, tuned: str) -> None:
     rows = [(row_label(row, base, tuned), results[row]) for row in ROWS if row in results]
-    print("| extractor | field accuracy | invoice | contract | ticket | kind accuracy | schema-valid | s/page |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| extractor | field accuracy | invoice | contract | ticket | kind accuracy | model answer schema-valid "
+          "| result schema-valid | s/page |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in rows:
         kinds = " | ".join(f"{r['accuracy_by_kind'].get(k, 0):.3f}" for k in ("invoice", "contract", "ticket"))
         kind = f"{r['kind_accuracy']:.3f}" if r["kind_accuracy"] is not None else "–"
-        print(f"| {label} | {r['field_accuracy']:.3f} | {kinds} | {kind} | {r['schema_valid']:.3f} | "
+        answer = f"{r['answer_valid']:.3f}" if r.get("answer_valid") is not None else "–"
+        print(f"| {label} | {r['field_accuracy']:.3f} | {kinds} | {kind} | {answer} | {r['schema_valid']:.3f} | "
               f"{r['seconds_per_page']:.2f} |")
     print("\n| field | " + " | ".join(label for label, _ in rows) + " |")
     print("|---|" + "---:|" * len(rows))

@@ -117,8 +117,19 @@ def test_scorer_gives_one_for_right_answers_and_less_for_the_regex_baseline(synt
         len(d.fields) for _, d in synthetic_pdfs)) / (sum(len(d.fields) for _, d in synthetic_pdfs) + 1))
     assert report.accuracy_by_kind["contract"] == 1.0 and report.accuracy_by_kind["ticket"] == 1.0
     assert report.kind_accuracy == pytest.approx(right / (right + 1))
+    assert report.answer_valid is None  # no model answer to check
     baseline = evaluate_docs(_gold_file(synthetic_pdfs, tmp_path), lambda pages, schema: regex_baseline(pages, schema))
     assert baseline.schema_valid == 1.0 and baseline.field_accuracy < 1.0
+
+
+def test_answer_fits_checks_the_raw_answer():
+    from slmkit.docs.evaluate import answer_fits
+
+    schema = load_schema("ticket")
+    good = dict.fromkeys((f.name for f in schema.fields), None)
+    assert answer_fits(json.dumps(good), schema)
+    assert not answer_fits(json.dumps({**good, "priority": "Whenever"}), schema)
+    assert not answer_fits('{"ticket_id": "T1"', schema) and not answer_fits("Sure! Here it is:", schema)
 
 
 def test_gold_file_errors_name_the_line(tmp_path):

@@ -4,7 +4,8 @@ A gold file has one JSON object per document: ``file`` (relative to the gold fil
 (the schema: a built-in name or a schema file) and ``fields`` (the normalized answers, null
 where the document gives none). Scores: field accuracy per field and per kind (exact for ids,
 dates, codes and choices, |Δ| < 0.005 for amounts, case-insensitive for names and text), schema
-validity of every result, and seconds per page. Documents that fail to read or extract count as
+validity of every result (after dropping what does not fit) and of the model's raw answer, and
+seconds per page. Documents that fail to read or extract count as
 all-wrong and are listed.
 """
 
@@ -29,6 +30,7 @@ class DocsEvalReport:
     accuracy_by_kind: dict[str, float]
     accuracy_by_field: dict[str, float]  # "kind.field" → accuracy
     schema_valid: float  # share of documents whose values validate against their schema
+    answer_valid: float | None  # share whose raw model answer parses and fits the generation schema (None: no model)
     seconds_per_page: float  # extraction (and classification, when scored) time over pages read
     kind_accuracy: float | None  # None when no classifier was given
     failures: list[str]  # "file: why" for documents that could not be read or extracted
@@ -61,6 +63,17 @@ def read_gold(path: str | Path) -> list[dict]:
     return gold
 
 
+def answer_fits(answer: str, schema) -> bool:
+    """The model's raw answer is JSON valid against the schema it was asked to fill."""
+    from jsonschema import Draft202012Validator
+
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return False
+    return not any(Draft202012Validator(schema.generation_schema()).iter_errors(parsed))
+
+
 def evaluate_docs(gold_file: str | Path, extract: Callable[[list[str], object], dict],
                   classify: Callable[[list[str]], str] | None = None,
                   progress: Callable[[int, int], None] | None = None, limit: int | None = None) -> DocsEvalReport:
@@ -73,7 +86,7 @@ def evaluate_docs(gold_file: str | Path, extract: Callable[[list[str], object], 
     gold = read_gold(gold_file)[:limit]
     schemas = {}
     hits, totals = defaultdict(int), defaultdict(int)
-    valid = pages_done = kinds_right = 0
+    valid = pages_done = kinds_right = answers = answers_valid = 0
     seconds, failures, results = 0.0, [], []
     for index, item in enumerate(gold):
         kind = item["kind"]
@@ -82,7 +95,11 @@ def evaluate_docs(gold_file: str | Path, extract: Callable[[list[str], object], 
         try:
             pages = read_pages(item["path"])
             started = time.perf_counter()
-            values = extract(pages, schema)["values"]
+            result = extract(pages, schema)
+            values = result["values"]
+            if "answer" in result:
+                answers += 1
+                answers_valid += answer_fits(result["answer"], schema)
             if classify is not None:
                 kinds_right += classify(pages) == kind
             seconds += time.perf_counter() - started
@@ -106,6 +123,7 @@ def evaluate_docs(gold_file: str | Path, extract: Callable[[list[str], object], 
         documents=len(gold), field_accuracy=hits["*"] / max(totals["*"], 1),
         accuracy_by_kind={k: hits[k] / totals[k] for k in kinds if totals[k]},
         accuracy_by_field={k: hits[k] / totals[k] for k in sorted(totals) if "." in k},
-        schema_valid=valid / len(gold), seconds_per_page=seconds / max(pages_done, 1),
+        schema_valid=valid / len(gold), answer_valid=answers_valid / answers if answers else None,
+        seconds_per_page=seconds / max(pages_done, 1),
         kind_accuracy=kinds_right / len(gold) if classify is not None else None, failures=failures,
         results=results)
