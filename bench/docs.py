@@ -88,6 +88,35 @@ def constraint_speed(model: str, gold: Path, rounds: int, tokens: int) -> dict:
             "tokens": statistics.median(lengths)}
 
 
+def mask_cost(model: str, gold: Path, rounds: int) -> dict:
+    """Milliseconds per token the grammar adds (mask + advance), replaying training-style answers
+    through the extraction schema with the model's tokenizer; no model forward pass involved."""
+    import torch
+
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.extract import answer_json
+    from slmkit.docs.schemas import load_schema
+    from slmkit.engine.constrained import compile_json_schema
+    from slmkit.engine.torch_backend import load_tokenizer
+    from slmkit.references import resolve_hf
+
+    tokenizer = load_tokenizer(resolve_hf(model).path)
+    timings = []
+    for item in read_gold(gold)[:rounds]:
+        schema = load_schema(item["kind"])
+        answer = {f.name: None if item["fields"].get(f.name) is None else str(item["fields"][f.name])
+                  for f in schema.fields}
+        ids = tokenizer(answer_json(answer), add_special_tokens=False)["input_ids"]
+        state = compile_json_schema(schema.generation_schema(), tokenizer).start()
+        logits = torch.zeros(1, len(tokenizer))
+        started = time.perf_counter()
+        for token in ids:
+            state.mask(logits.clone())
+            state.advance(token)
+        timings.append((time.perf_counter() - started) * 1000 / len(ids))
+    return {"ms_per_token": statistics.median(timings), "answers": len(timings)}
+
+
 def print_tables(results: dict, base: str, tuned: str) -> None:
     rows = [(row_label(row, base, tuned), results[row]) for row in ROWS if row in results]
     print("| extractor | field accuracy | invoice | contract | ticket | kind accuracy | model answer schema-valid "
@@ -122,6 +151,7 @@ def main() -> None:
     parser.add_argument("--model", default="docs-extractor")
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--speed", action="store_true", help="also measure the constrained decoding cost")
+    parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
@@ -130,6 +160,10 @@ def main() -> None:
 
     quiet_libraries()
     gold = args.data / args.split / "gold.jsonl"
+    if args.mask_cost:
+        cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
+        print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
     store = args.data / f"bench-{args.split}-{args.limit or 'all'}.json"
     results = json.loads(store.read_text()) if store.exists() else {}
     for row in args.rows.split(","):
