@@ -29,6 +29,7 @@ VERB_MODULES = [
     "train",  # slm pretrain, slm finetune, slm eval
     "export",  # slm export gguf|onnx|docker, slm bench
     "recommend",  # slm recommend train|for|eval
+    "docs",  # slm docs extract|classify|organize|eval
 ]
 for _module in VERB_MODULES:
     importlib.import_module(f"slmkit.cli.{_module}").register(app)

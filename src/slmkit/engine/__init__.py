@@ -29,6 +29,9 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k cut
     repetition_penalty: float = 1.0
     seed: int | None = None
+    # A compiled grammar (slmkit.engine.constrained.JsonGrammar) that masks the tokens it rejects;
+    # set by the engine from GenerationRequest.json_schema, not by callers.
+    grammar: object | None = None
 
     def validate(self) -> None:
         # Floors and ceilings keep the arithmetic finite: a temperature or penalty of 1e-40
@@ -60,6 +63,9 @@ class GenerationRequest:
     # Speculative decoding with prompt-lookup drafts of this many tokens (0 = off). Used only
     # with greedy decoding, where it cannot change the output; backends may ignore it.
     prompt_lookup_tokens: int = 0
+    # Constrain the output to JSON valid against this JSON Schema ({"type": "object"}: any JSON
+    # object); see slmkit.engine.constrained. Constrained requests are never drafted.
+    json_schema: dict | None = None
 
     def validate(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -79,6 +85,8 @@ class GenerationRequest:
             raise InvalidRequestError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.", param="max_tokens")
         if not 0 <= self.prompt_lookup_tokens <= 16:
             raise InvalidRequestError("prompt_lookup_tokens must be between 0 and 16.", param="prompt_lookup_tokens")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise InvalidRequestError("json_schema must be a JSON Schema object.", param="response_format")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError("stop strings must be non-empty strings.", param="stop")
         self.sampling.validate()

@@ -3,6 +3,10 @@
 Uses transformers' logits processors (the reference implementations users already know from
 ``generate``) applied to a single row of logits, with a per-request ``torch.Generator`` so a
 seed reproduces a sample exactly.
+
+A request with a grammar (``SamplingParams.grammar``, see :mod:`slmkit.engine.constrained`)
+first has every token the grammar rejects masked out, so constrained decoding works on every
+backend that samples through here.
 """
 
 from __future__ import annotations
@@ -46,12 +50,15 @@ class Sampler:
             self.generator.manual_seed(params.seed)
         else:
             self.generator.seed()
+        self.grammar_state = params.grammar.start() if params.grammar is not None else None
 
     def __call__(self, logits: torch.Tensor, context_ids: list[int] | torch.Tensor) -> int:
         """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far."""
         scores = logits.float().unsqueeze(0)
         if not _samplable(scores):
             raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
+        if self.grammar_state is not None:
+            scores = self.grammar_state.mask(scores.clone())  # never write into the backend's logits
         if len(self.processors):
             context = torch.as_tensor(context_ids, dtype=torch.long)
             scores = self.processors(context.unsqueeze(0), scores)
@@ -59,9 +66,13 @@ class Sampler:
             raise InvalidRequestError("The sampling settings turned the scores into NaN or infinity; use a temperature "
                                       "and repetition_penalty nearer 1.", param="temperature")
         if self.greedy:
-            return int(scores.argmax(dim=-1))
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            token = int(scores.argmax(dim=-1))
+        else:
+            probs = torch.softmax(scores, dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        if self.grammar_state is not None:
+            self.grammar_state.advance(token)
+        return token
 
 
 def _samplable(scores: torch.Tensor) -> bool:

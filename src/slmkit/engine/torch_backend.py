@@ -108,9 +108,12 @@ def check_scoring_window(tokens: int, context_length: int) -> None:
 def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -> list[int]:
     """Validate ``request`` and return its prompt ids; raises before any work is done.
     Every backend prepares requests this way."""
+    from slmkit.engine.constrained import bind
+
     request.validate()
     prompt_ids = render_prompt(tokenizer, request)
     check_context(len(prompt_ids), request.max_new_tokens, context_length)
+    bind(request, tokenizer)  # a json_schema becomes request.sampling.grammar
     return prompt_ids
 
 
@@ -158,6 +161,7 @@ class TorchEngine:
         state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
         slot = Slot(state, Sampler(request.sampling))
         greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
+        greedy = greedy and request.sampling.grammar is None  # drafts skip the Sampler, so its grammar too
         if request.prompt_lookup_tokens and greedy:
             slot.drafter, slot.draft_tokens = PromptLookupDrafter(), request.prompt_lookup_tokens
         elif self.draft_model is not None and greedy:

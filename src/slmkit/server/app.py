@@ -202,6 +202,9 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     recommendations.register(app, pool, recommenders)  # POST /v1/recommendations
+    from slmkit.server import documents
+
+    documents.register(app, pool)  # POST /v1/documents/extract
     return app
 
 

@@ -37,7 +37,8 @@ def build_engine_request(body, engine, settings, *, chat: bool) -> GenerationReq
     )
     if chat:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        request = GenerationRequest(messages=messages, stop=body.stop or [], sampling=sampling)
+        request = GenerationRequest(messages=messages, stop=body.stop or [], sampling=sampling,
+                                    json_schema=requested_json_schema(body))
     else:
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         if not prompt:
@@ -121,6 +122,14 @@ async def collect_unless_disconnected(http_request, chunks: AsyncIterator[Chunk]
     if "result" not in outcome:
         raise HTTPError(499, "The client closed the connection.", code="client_closed_request")
     return outcome["result"]
+
+
+def requested_json_schema(body) -> dict | None:
+    """The schema of the body's ``response_format`` (compiled by the engine: a bad one is a 400 there)."""
+    try:
+        return body.requested_json_schema()
+    except ValueError as exc:
+        raise HTTPError(400, str(exc), param="response_format", code="invalid_value") from exc
 
 
 async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Chunk]:

@@ -91,9 +91,32 @@ class ChatCompletionRequest(SamplingFields):
     def unsupported(self) -> tuple[str, str] | None:
         if self.tools:
             return "tools", "Tool calling is not supported by this server."
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            return "response_format", "Only response_format {\"type\": \"text\"} is supported."
         return super().unsupported()
+
+    def requested_json_schema(self) -> dict | None:
+        """The JSON Schema ``response_format`` asks for (``json_object``: any object), or None
+        for plain text; raises ValueError naming what is wrong with the ``response_format``."""
+        return response_format_schema(self.response_format)
+
+
+def response_format_schema(response_format: dict | None) -> dict | None:
+    """OpenAI's ``response_format`` as a JSON Schema for the engine: ``{"type": "text"}`` → None,
+    ``{"type": "json_object"}`` → any JSON object, ``{"type": "json_schema", "json_schema":
+    {"name": ..., "schema": {...}}}`` → that schema."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise ValueError("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}.")
+        return schema
+    raise ValueError(f"response_format type must be text, json_object or json_schema, got {kind!r}.")
 
 
 class CompletionRequest(SamplingFields):

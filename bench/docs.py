@@ -1,0 +1,187 @@
+"""Document extraction on held-out layouts: the specialist vs its peers.
+
+Rows, all on the same gold file (default: the held-out split of `make example-docs`, layouts
+never used in training or tuning):
+- ``regex``: label regexes only, no model (slmkit.docs.extract.regex_baseline);
+- ``base``: the base model (SmolLM2-135M-Instruct) without the JSON constraint: the peer;
+- ``base-constrained``: the base model with the constraint;
+- ``tuned``: the fine-tuned specialist with the constraint (`slm docs extract -m docs-extractor`).
+
+Each row's scores are kept in a JSON file beside the data as soon as the row is done, so a killed
+run continues with the rows still missing, and rows can be measured by separate invocations
+(``--rows``); the tables are printed from that file. Accuracy does not depend on when a row ran;
+seconds per page do (a shared machine's load).
+
+Second table (``--speed``): the cost of constrained decoding. The same model and prompts decode
+the same number of tokens with and without a JSON-schema mask, alternating; medians of decode
+tokens/s.
+
+Usage: python bench/docs.py [--data build/example-docs/data] [--split heldout] [--limit 12]
+                            [--rows regex,base,base-constrained,tuned] [--speed]
+(SLM_HOME defaults to build/example-docs/home, where make example-docs puts the specialist.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+ROWS = ("regex", "base", "base-constrained", "tuned")
+
+
+def row_label(row: str, base: str, tuned: str) -> str:
+    return {"regex": "regex baseline (no model)", "base": f"{base}, no constraint (peer)",
+            "base-constrained": f"{base}, JSON constraint", "tuned": f"{tuned} (LoRA), JSON constraint"}[row]
+
+
+def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) -> dict:
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.evaluate import evaluate_docs
+    from slmkit.docs.extract import extract_pages, regex_baseline
+    from slmkit.engine import load_engine
+
+    started = time.perf_counter()
+    if row == "regex":
+        report = evaluate_docs(gold, regex_baseline, limit=limit)
+    else:
+        engine = load_engine(tuned if row == "tuned" else base, threads=2)
+        constrained = row != "base"
+        report = evaluate_docs(
+            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, with_confidence=False),
+            classify=lambda pages: classify_pages(pages, engine)["kind"], limit=limit)
+        engine.close()
+    return {**report.summary(), "minutes": (time.perf_counter() - started) / 60}
+
+
+def constraint_speed(model: str, gold: Path, rounds: int, tokens: int) -> dict:
+    """Decode tokens/s with and without the JSON mask, same prompts and lengths, alternating."""
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.extract import build_messages
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.engine import GenerationRequest, load_engine
+    from slmkit.generate import collect
+
+    engine = load_engine(model, threads=2)
+    # A schema that cannot end early (one long string), so the constrained run decodes its full length.
+    schema = {"type": "object", "properties": {"notes": {"type": "string", "minLength": 8 * tokens}},
+              "required": ["notes"]}
+    plain, constrained, lengths = [], [], []
+    for item in read_gold(gold)[:rounds]:
+        messages = build_messages(read_pages(item["path"]), load_schema(item["kind"]))
+        # The plain run may end early at its end-of-turn token; the constrained run then decodes
+        # exactly as many tokens, so both rates cover the same positions.
+        first = collect(engine.stream(GenerationRequest(messages=messages, max_new_tokens=tokens)))
+        length = first.stats.completion_tokens
+        if length < 8:
+            continue
+        second = collect(engine.stream(GenerationRequest(messages=messages, max_new_tokens=length, json_schema=schema)))
+        plain.append(first.stats.decode_tokens_per_s)
+        constrained.append(second.stats.decode_tokens_per_s)
+        lengths.append(length)
+    engine.close()
+    return {"plain": statistics.median(plain), "constrained": statistics.median(constrained), "runs": len(plain),
+            "tokens": statistics.median(lengths)}
+
+
+def mask_cost(model: str, gold: Path, rounds: int) -> dict:
+    """Milliseconds per token the grammar adds (mask + advance), replaying training-style answers
+    through the extraction schema with the model's tokenizer; no model forward pass involved."""
+    import torch
+
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.extract import answer_json
+    from slmkit.docs.schemas import load_schema
+    from slmkit.engine.constrained import compile_json_schema
+    from slmkit.engine.torch_backend import load_tokenizer
+    from slmkit.references import resolve_hf
+
+    tokenizer = load_tokenizer(resolve_hf(model).path)
+    timings = []
+    for item in read_gold(gold)[:rounds]:
+        schema = load_schema(item["kind"])
+        answer = {f.name: None if item["fields"].get(f.name) is None else str(item["fields"][f.name])
+                  for f in schema.fields}
+        ids = tokenizer(answer_json(answer), add_special_tokens=False)["input_ids"]
+        state = compile_json_schema(schema.generation_schema(), tokenizer).start()
+        logits = torch.zeros(1, len(tokenizer))
+        started = time.perf_counter()
+        for token in ids:
+            state.mask(logits.clone())
+            state.advance(token)
+        timings.append((time.perf_counter() - started) * 1000 / len(ids))
+    return {"ms_per_token": statistics.median(timings), "answers": len(timings)}
+
+
+def print_tables(results: dict, base: str, tuned: str) -> None:
+    rows = [(row_label(row, base, tuned), results[row]) for row in ROWS if row in results]
+    print("| extractor | field accuracy | invoice | contract | ticket | kind accuracy | model answer schema-valid "
+          "| result schema-valid | s/page |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r in rows:
+        kinds = " | ".join(f"{r['accuracy_by_kind'].get(k, 0):.3f}" for k in ("invoice", "contract", "ticket"))
+        kind = f"{r['kind_accuracy']:.3f}" if r["kind_accuracy"] is not None else "–"
+        answer = f"{r['answer_valid']:.3f}" if r.get("answer_valid") is not None else "–"
+        print(f"| {label} | {r['field_accuracy']:.3f} | {kinds} | {kind} | {answer} | {r['schema_valid']:.3f} | "
+              f"{r['seconds_per_page']:.2f} |")
+    print("\n| field | " + " | ".join(label for label, _ in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for name in rows[0][1]["accuracy_by_field"]:
+        print(f"| {name} | " + " | ".join(f"{r['accuracy_by_field'].get(name, 0):.3f}" for _, r in rows) + " |")
+    if "speed" in results:
+        speed = results["speed"]
+        ratio = speed["constrained"] / speed["plain"]
+        print(f"\nConstrained decoding cost ({speed['model']}, {speed['runs']} dev prompts, median {speed['tokens']} "
+              "tokens each, plain and constrained alternating):\n")
+        print("| decoding | decode tok/s (median) | ratio |\n|---|---:|---:|")
+        print(f"| plain | {speed['plain']:.1f} | 1.00x |")
+        print(f"| JSON-schema constrained | {speed['constrained']:.1f} | {ratio:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("build/example-docs/data"))
+    parser.add_argument("--split", default="heldout")
+    parser.add_argument("--limit", type=int, default=None, help="score the first N documents only")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--model", default="docs-extractor")
+    parser.add_argument("--base", default="smollm2-135m")
+    parser.add_argument("--speed", action="store_true", help="also measure the constrained decoding cost")
+    parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--tokens", type=int, default=48)
+    args = parser.parse_args()
+    os.environ.setdefault("SLM_HOME", str(Path("build/example-docs/home").resolve()))
+    from slmkit.cli.common import quiet_libraries
+
+    quiet_libraries()
+    gold = args.data / args.split / "gold.jsonl"
+    if args.mask_cost:
+        cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
+        print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
+    store = args.data / f"bench-{args.split}-{args.limit or 'all'}.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    for row in args.rows.split(","):
+        if row not in ROWS:
+            raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
+        if row not in results:
+            results[row] = score_row(row, gold, args.limit, args.base, args.model)
+            store.write_text(json.dumps(results, indent=1))
+            print(f"{row}: field accuracy {results[row]['field_accuracy']:.3f} ({results[row]['minutes']:.1f} min)",
+                  flush=True)
+    if args.speed and "speed" not in results:
+        results["speed"] = {**constraint_speed(args.model, args.data / "dev" / "gold.jsonl", args.rounds, args.tokens),
+                            "model": args.model}
+        store.write_text(json.dumps(results, indent=1))
+    documents = next(r["documents"] for k, r in results.items() if k != "speed")
+    print(f"\n{documents} documents of {gold} ({args.split} layouts)\n")
+    print_tables(results, args.base, args.model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""`slm docs extract|classify|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slmkit.cli.common import JsonFlag, err, load_with_progress, out, quiet_libraries
+
+docs_app = typer.Typer(help="Documents: extract fields into JSON that fits a schema, classify, score.",
+                       no_args_is_help=True)
+Files = Annotated[list[Path], typer.Argument(help="PDF (or .txt) documents.")]
+ExtractModel = Annotated[str, typer.Option("--model", "-m", help="Model that reads the documents (e.g. a specialist "
+                                                                 "from make example-docs).")]
+SchemaOption = Annotated[str | None, typer.Option("--schema", "-s", help="Built-in schema (invoice, contract, ticket) or "
+                                                                         "a JSON Schema file; default: classify each "
+                                                                         "document and use its kind's schema.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(docs_app, name="docs")
+
+
+def _extractor(model: str, schema_name: str | None, constrained: bool = True, confidence: bool = True):
+    """A function pages → result, with the engine and schemas loaded once."""
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.extract import extract_pages
+    from slmkit.docs.schemas import load_schema
+
+    engine = load_with_progress(model)
+    fixed = load_schema(schema_name) if schema_name else None
+
+    def run(pages: list[str], schema=None) -> dict:
+        kind = None
+        if schema is None and fixed is None:
+            kind = classify_pages(pages, engine)
+            schema = load_schema(kind["kind"])
+        schema = schema or fixed
+        result = extract_pages(pages, schema, engine, constrained=constrained, with_confidence=confidence)
+        return {"kind": schema.name, **({"kind_confidence": kind["confidence"]} if kind else {}), **result}
+
+    return run
+
+
+@docs_app.command("extract")
+def docs_extract(files: Files, schema: SchemaOption = None, model: ExtractModel = "smollm2-135m",
+                 output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSONL here "
+                                                                                   "(default: standard output).")] = None,
+                 answer: Annotated[bool, typer.Option(help="Keep the model's raw answer in each result.")] = False) -> None:
+    """One JSON object per document: each field's value (ISO dates, numbers, ISO 4217 codes, null when
+    the document does not give it), confidence and source (page and character span).
+
+    Example: [bold]slm docs extract invoice.pdf --schema invoice[/bold]
+    """
+    quiet_libraries()
+    import time
+
+    from slmkit.docs.pdf import read_pages
+    from slmkit.errors import SlmError
+
+    run = _extractor(model, schema)
+    lines, failed = [], 0
+    for file in files:
+        started = time.perf_counter()
+        try:
+            pages = read_pages(file)
+            result = run(pages)
+        except SlmError as exc:
+            failed += 1
+            err.print(f"[yellow]skipped[/yellow] {file.name}: {exc.message}", highlight=False)
+            continue
+        if not answer:
+            result.pop("answer", None)
+        record = {"file": file.name, **result, "pages": len(pages), "seconds": round(time.perf_counter() - started, 3)}
+        lines.append(json.dumps(record, ensure_ascii=False))
+        if output is None:
+            print(lines[-1], flush=True)
+    if output is not None:
+        _write_atomically(output, "".join(line + "\n" for line in lines))
+        out.print(f"{len(lines)} documents → {output}" + (f", {failed} skipped" if failed else ""))
+    if failed:
+        sys.exit(1)
+
+
+@docs_app.command("classify")
+def docs_classify(files: Files, model: ExtractModel = "smollm2-135m") -> None:
+    """The kind of each document (invoice, contract, ticket) with the model's confidence, one JSON line each."""
+    quiet_libraries()
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.pdf import read_pages
+    from slmkit.errors import SlmError
+
+    engine = load_with_progress(model)
+    failed = 0
+    for file in files:
+        try:
+            print(json.dumps({"file": file.name, **classify_pages(read_pages(file), engine)}), flush=True)
+        except SlmError as exc:
+            failed += 1
+            err.print(f"[yellow]skipped[/yellow] {file.name}: {exc.message}", highlight=False)
+    if failed:
+        sys.exit(1)
+
+
+@docs_app.command("organize")
+def docs_organize(inbox: Annotated[Path, typer.Argument(help="Folder of documents (read only, never changed).")],
+                  output: Annotated[Path, typer.Argument(help="Folder for index.jsonl, index.csv and one folder per kind.")],
+                  model: ExtractModel = "smollm2-135m",
+                  copy: Annotated[bool, typer.Option(help="Copy each document into OUT/<kind>/.")] = True) -> None:
+    """Classify every document of INBOX, extract its fields and a one-line summary into OUT/index.jsonl
+    and index.csv; re-running skips documents already indexed unchanged (also after a crash).
+
+    Example: [bold]slm docs organize ./inbox ./sorted -m docs-extractor[/bold]
+    """
+    quiet_libraries()
+    from slmkit.docs.organize import organize
+
+    run = _extractor(model, None, confidence=False)
+    with _progress_bar() as progress:
+        task = progress.add_task("Documents", total=None)
+        report = organize(inbox, output, run, copy=copy, progress=lambda name, done, total: progress.update(
+            task, description=(name or "done")[:50], completed=done, total=total))
+    out.print(f"{len(report.done)} indexed, {len(report.skipped)} unchanged, {len(report.errors)} failed → {report.index}")
+    for name, message in report.errors.items():
+        err.print(f"[yellow]failed[/yellow] {name}: {message}", highlight=False)
+
+
+@docs_app.command("eval")
+def docs_eval(gold: Annotated[Path, typer.Argument(help="JSONL, one {\"file\", \"kind\", \"fields\"} per document; "
+                                                        "files relative to it.")],
+              model: ExtractModel = "smollm2-135m",
+              constrained: Annotated[bool, typer.Option(help="Constrain the answer to the schema's JSON.")] = True,
+              classify: Annotated[bool, typer.Option(help="Also score kind accuracy (one more model call each).")] = True,
+              details: Annotated[Path | None, typer.Option(help="Write per-document results (JSONL) here.")] = None,
+              json_output: JsonFlag = False) -> None:
+    """Field accuracy per field and kind, kind accuracy, schema validity and seconds per page.
+
+    Example: [bold]slm docs eval build/example-docs/data/heldout/gold.jsonl -m docs-extractor[/bold]
+    """
+    quiet_libraries()
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.evaluate import evaluate_docs
+    from slmkit.docs.extract import extract_pages
+
+    engine = load_with_progress(model)
+    with _progress_bar() as progress:
+        task = progress.add_task("Documents", total=None)
+        report = evaluate_docs(
+            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, with_confidence=False),
+            classify=(lambda pages: classify_pages(pages, engine)["kind"]) if classify else None,
+            progress=lambda done, total: progress.update(task, completed=done, total=total))
+    summary = report.summary()
+    if details:
+        _write_atomically(details, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.results))
+    if json_output:
+        print(json.dumps(summary, indent=2))
+        return
+    out.print(f"{report.documents} documents: field accuracy [bold]{report.field_accuracy:.3f}[/bold]"
+              + (f", kind accuracy {report.kind_accuracy:.3f}" if classify else "")
+              + f", schema-valid {report.schema_valid:.3f}, {report.seconds_per_page:.2f} s/page")
+    for name, value in report.accuracy_by_field.items():
+        out.print(f"  {name:<32} {value:.3f}")
+    for failure in report.failures:
+        err.print(f"[yellow]failed[/yellow] {failure}", highlight=False)
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)

@@ -1,0 +1,157 @@
+"""``slm docs organize INBOX OUT``: sort a folder of documents by kind and write one index.
+
+For every document under INBOX: classify it, extract its kind's fields, and write a one-line
+summary built from those fields. OUT gets ``index.jsonl`` (one object per document: file,
+sha256, kind and its confidence, values, summary, or the error that stopped it), ``index.csv``
+(the same, flat) and a copy of each document in ``OUT/<kind>/``. INBOX is only read.
+
+Resumable: each document's line is appended to ``index.jsonl`` and flushed as soon as it is
+done, so after a crash (even ``kill -9``) a re-run skips every document already indexed with the
+same content hash; a changed file, or one that failed, is done again. A half-written last line
+is ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from slmkit.errors import InvalidRequestError, SlmError
+
+SUFFIXES = (".pdf", ".txt", ".md")
+
+
+@dataclasses.dataclass
+class OrganizeReport:
+    done: list[str]  # documents indexed in this run
+    skipped: list[str]  # already indexed with the same content
+    errors: dict[str, str]  # document → why it could not be read (indexed with its error)
+    index: Path
+
+
+# Per kind: the pieces of the summary, each shown when its fields were found ({money:FIELD} is an
+# amount with the document's currency).
+SUMMARY_PARTS = {
+    "invoice": ["Invoice {invoice_number}", "from {vendor_name}", "to {customer_name}", "dated {invoice_date}",
+                "for {money:total_amount}", "due {due_date}"],
+    "contract": ["Contract between {provider_name}", "and {client_name}", "from {effective_date}", "to {end_date}",
+                 "worth {money:contract_value}", "under the law of {governing_law}"],
+    "ticket": ["{priority} ticket {ticket_id}", "from {customer_name}", "about {product}", "opened {opened_date}",
+               "- {subject}"],
+}
+
+
+def summarize(kind: str, values: dict) -> str:
+    """One sentence naming who, what and how much, from the extracted fields (no generation)."""
+    import re
+
+    found = {k: v for k, v in values.items() if v is not None}
+    pieces = []
+    for part in SUMMARY_PARTS.get(kind, [f"{kind.capitalize()}:", *(f"{k} {{{k}}}" for k in found)]):
+        names = re.findall(r"\{(?:money:)?(\w+)\}", part)
+        if not names or not all(n in found for n in names):
+            if part == SUMMARY_PARTS.get(kind, [None])[0]:
+                pieces.append(kind.capitalize())
+            continue
+        for name in names:
+            value = found[name]
+            text = f"{value:,.2f} {found.get('currency', '')}".strip() if f"{{money:{name}}}" in part else str(value)
+            part = part.replace(f"{{money:{name}}}", text).replace(f"{{{name}}}", text)
+        pieces.append(part)
+    return " ".join(pieces) + "."
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_index(path: Path) -> dict[str, dict]:
+    """Indexed documents by relative file name; a torn last line (a crash mid-write) is ignored."""
+    entries = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            entries[entry["file"]] = entry
+    return entries
+
+
+def organize(inbox: str | Path, out: str | Path, process: Callable[[list[str]], dict],
+             progress: Callable[[str, int, int], None] | None = None, copy: bool = True) -> OrganizeReport:
+    """Index every document under ``inbox`` into ``out``. ``process(pages)`` returns ``{"kind",
+    "kind_confidence", "values"}`` (what ``slm docs extract`` gives without ``--schema``)."""
+    from slmkit.docs.pdf import read_pages
+
+    inbox, out = Path(inbox), Path(out)
+    if not inbox.is_dir():
+        raise InvalidRequestError(f"{inbox} is not a folder. Give the folder of documents to organize.")
+    if out.resolve().is_relative_to(inbox.resolve()):
+        raise InvalidRequestError(f"{out} is inside {inbox}; pick an output folder outside the inbox.")
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / "index.jsonl"
+    known = read_index(index_path)
+    files = sorted(p for p in inbox.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    report = OrganizeReport([], [], {}, index_path)
+    hashes = {str(p.relative_to(inbox)): file_sha256(p) for p in files}
+    keep = {name: e for name, e in known.items() if hashes.get(name) == e.get("sha256") and "error" not in e}
+    # Rewrite the index with only what stays valid (no torn line, no stale or failed entry), then append.
+    _write_atomically(index_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in keep.values()))
+    with index_path.open("a", encoding="utf-8") as index:
+        for number, file in enumerate(files, 1):
+            name = str(file.relative_to(inbox))
+            if progress:
+                progress(name, number - 1, len(files))
+            sha = hashes[name]
+            if name in keep:
+                report.skipped.append(name)
+                continue
+            entry = {"file": name, "sha256": sha}
+            try:
+                result = process(read_pages(file))
+                entry.update(kind=result["kind"], kind_confidence=result.get("kind_confidence"),
+                             values=result["values"], summary=summarize(result["kind"], result["values"]))
+                if copy:
+                    (out / result["kind"]).mkdir(exist_ok=True)
+                    shutil.copy2(file, out / result["kind"] / file.name)
+                report.done.append(name)
+            except SlmError as exc:
+                entry["error"] = exc.message
+                report.errors[name] = exc.message
+            index.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            index.flush()
+    _write_atomically(out / "index.csv", index_csv(read_index(index_path).values()))
+    if progress:
+        progress("", len(files), len(files))
+    return report
+
+
+def index_csv(entries) -> str:
+    """One row per document: file, kind, confidence, summary, error, then every field seen."""
+    entries = list(entries)
+    fields = sorted({k for e in entries for k in e.get("values", {})})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "kind", "kind_confidence", "summary", "error", *fields])
+    for e in entries:
+        values = e.get("values", {})
+        writer.writerow([e["file"], e.get("kind", ""), e.get("kind_confidence", ""), e.get("summary", ""),
+                         e.get("error", ""), *("" if values.get(f) is None else values[f] for f in fields)])
+    return buffer.getvalue()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)

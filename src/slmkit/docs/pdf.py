@@ -1,0 +1,105 @@
+"""Document text, page by page, with its layout kept: PDFs through pypdf's layout mode (columns,
+key-value boxes and fixed-width printouts stay on their lines), plain text files as one page.
+
+PDFs are parsed in a child process capped in time and memory, as the knowledge base does, so a
+hostile PDF (a decompression bomb, a looping page tree) fails alone. A PDF with no text layer
+(a scan) is an error that says OCR is not included.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from slmkit.kb.ingest import DocumentError
+
+PDF_TIMEOUT_S = 30.0
+PDF_MEMORY_BYTES = 1 << 30
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+def squeeze(text: str) -> str:
+    """Layout text made compact: trailing spaces dropped, runs of 4+ spaces cut to 3 (columns
+    stay apart), blank-line runs cut to one."""
+    lines = [re.sub(r" {4,}", "   ", line.rstrip()) for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def read_pages(path: str | Path, isolated: bool = True) -> list[str]:
+    """The text of each page of ``path`` (a .pdf, or a .txt/.md file read as one page)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DocumentError(f"{file} does not exist or is not a file. Give .pdf or .txt documents.")
+    suffix = file.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        try:
+            return [squeeze(file.read_text(encoding="utf-8"))]
+        except UnicodeDecodeError as exc:
+            raise DocumentError(f"{file.name}: not UTF-8 text ({exc.reason}); save it as UTF-8.") from exc
+    if suffix != ".pdf":
+        raise DocumentError(f"{file.name}: unsupported file type; give .pdf, .txt or .md documents.")
+    pages = read_pdf_isolated(file) if isolated else read_pdf_text(file)
+    if not any(page.strip() for page in pages):
+        raise DocumentError(f"{file.name}: the PDF has no text layer (a scanned image?). OCR is not included in "
+                            "slmkit: run it through an OCR tool such as ocrmypdf first, then extract from its output.")
+    return pages
+
+
+def read_pdf_text(file: Path) -> list[str]:
+    """Layout text of every page (in this process)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(file))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(f"{file.name}: the PDF is encrypted; save an unencrypted copy and use that.")
+        return [squeeze(page.extract_text(extraction_mode="layout") or "") for page in reader.pages]
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+            NotImplementedError, OSError, ZeroDivisionError) as exc:
+        message = str(exc).split("\n")[0][:200]
+        raise DocumentError(f"{file.name}: not a readable PDF ({type(exc).__name__}: {message}).") from exc
+
+
+def pdf_child_main() -> None:
+    """Entry point of the isolated reader: ``python -c ... FILE`` prints one JSON result."""
+    import json
+    import resource
+    import sys
+
+    resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
+    file = Path(sys.argv[1])
+    try:
+        result = {"pages": read_pdf_text(file)}
+    except DocumentError as exc:
+        result = {"error": exc.message}
+    except MemoryError:
+        result = {"error": f"{file.name}: reading the PDF needed more than {PDF_MEMORY_BYTES >> 20} MB; "
+                           "it is likely malformed or a decompression bomb."}
+    except Exception as exc:  # a parser bug on hostile input must not take down the batch
+        result = {"error": f"{file.name}: the PDF parser failed ({type(exc).__name__})."}
+    sys.stdout.write(json.dumps(result))
+
+
+def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[str]:
+    """:func:`read_pdf_text` in a fresh interpreter capped at ``timeout_s`` and 1 GB."""
+    import json
+    import subprocess
+    import sys
+
+    code = "from slmkit.docs.pdf import pdf_child_main; pdf_child_main()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(file)], capture_output=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.") from exc
+    try:
+        result = json.loads(done.stdout)
+    except ValueError as exc:
+        raise DocumentError(f"{file.name}: the PDF reader crashed (exit code {done.returncode}); "
+                            "the file is likely malformed.") from exc
+    if "error" in result:
+        raise DocumentError(result["error"])
+    return result["pages"]
