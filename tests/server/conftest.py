@@ -51,6 +51,16 @@ def leaks(body: str) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module", autouse=True)
+def empty_store(tmp_path_factory):
+    """Every server test module sees an empty store unless it builds one: knowledge bases or
+    models in the developer's ~/.slm must not change what a server lists. Module-scoped, so
+    it is in place before the module's own server fixtures (which may set a store of their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLM_HOME", str(tmp_path_factory.mktemp("empty-store")))
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def error_bodies_never_leak():
     yield
