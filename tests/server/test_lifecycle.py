@@ -125,3 +125,34 @@ def test_slm_serve_warns_loudly_when_exposed_without_a_key(tmp_path):
     assert done.returncode == 1 and "WARNING: --host 0.0.0.0 exposes this server" in done.stderr
     keyed = run_serve("--host", "0.0.0.0", "--api-key", "k", "--model", str(tmp_path / "missing"))
     assert keyed.returncode == 1 and "WARNING" not in keyed.stderr
+
+
+def test_sigterm_with_drain_timeout_zero_aborts_in_flight_and_exits_fast(tiny_model_dir):
+    import psutil
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", str(tiny_model_dir), "--port",
+                                str(port), "--embedding-model", "minilm-l6", "--drain-timeout", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_healthy(url, process)
+        children = psutil.Process(process.pid).children(recursive=True)
+        body = {"model": str(tiny_model_dir), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
+                "temperature": 0.7, "seed": 1, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            next(lines)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            try:
+                rest = list(lines)
+            except httpx.TransportError:
+                rest = []
+        assert "data: [DONE]" not in rest, "with no drain time the in-flight stream is cut, not finished"
+        assert process.wait(timeout=10) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 5
+        assert not [child for child in children if child.is_running()], "no child process outlives the server"
+    finally:
+        process.kill()
