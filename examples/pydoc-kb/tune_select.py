@@ -23,7 +23,7 @@ from slmkit.kb.answer import CONTEXT_CHUNKS, sanitize, scored_sentences
 from slmkit.kb.evaluate import keywords_present, read_qa
 from slmkit.kb.retrieve import default_embedder, search
 
-MAX_CANDIDATES = 8
+MAX_CANDIDATES = 6
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, float("inf"))  # inf: embedding similarity only (no model)
 
 
@@ -44,7 +44,7 @@ def main(kb: str, qa_path: Path, model: str = "smollm2-135m") -> None:
     print(file=sys.stderr)
     print("| candidates | embedding weight | answer sentences | correct | accuracy |")
     print("|---:|---:|---:|---:|---:|")
-    for count in (4, 6, 8):
+    for count in (3, 6):
         for weight in WEIGHTS:
             for sentences in (1, 2):
                 correct = 0

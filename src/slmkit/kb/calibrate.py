@@ -66,8 +66,12 @@ def plot_sweep(reports: list[EvalReport], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(reports), figsize=(5.5 * len(reports), 4), squeeze=False, sharey=True)
-    for axis, report in zip(axes[0], reports, strict=True):
+    columns = min(3, len(reports))
+    rows = -(-len(reports) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False, sharey=True)
+    for axis in axes.flat[len(reports):]:
+        axis.set_visible(False)
+    for axis, report in zip(axes.flat, reports, strict=False):
         points = sweep(report.results)
         x = [p.threshold for p in points]
         axis.plot(x, [p.answer_accuracy for p in points], label="answer accuracy")
