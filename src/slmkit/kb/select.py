@@ -20,10 +20,10 @@ import numpy as np
 
 from slmkit.engine import Engine
 
-CANDIDATES = 6  # sentences scored by the model per question (the closest by embedding similarity)
+CANDIDATES = 3  # sentences scored by the model per question (the closest by embedding similarity)
 SENTENCE_CHARS = 300  # a candidate longer than this is cut at a word boundary before scoring and answering
 EMBEDDING_WEIGHT = 1.0  # weight of the standardized cosine similarity beside the standardized likelihood
-ANSWER_SENTENCES = 1  # how many of the best sentences make the answer
+ANSWER_SENTENCES = 2  # how many of the best sentences make the answer
 
 
 @dataclasses.dataclass
