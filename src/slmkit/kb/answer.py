@@ -24,7 +24,7 @@ from slmkit.errors import InvalidRequestError
 from slmkit.kb.retrieve import Hit, default_embedder, search
 
 IDK_MESSAGE = "I don't know based on the documentation: it does not seem to cover this question."
-MIN_SIMILARITY = 0.40  # below this cosine similarity the best chunk is taken as off-topic
+MIN_SIMILARITY = 0.395  # abstain below this best-chunk cosine similarity (kb/calibrate.py rule, pydoc tuning set)
 CONTEXT_CHUNKS = 3
 PROMPT_LOOKUP_TOKENS = 6
 CONTEXT_CHARS = 500  # measured: 300 and 800 characters both gave fewer correct answers
