@@ -136,3 +136,15 @@ def test_cli_eval_names_the_problem_with_unpaired_arguments(support_kb, qa_file)
     assert result.exit_code != 0 and "pairs" in str(result.exception)
     result = CliRunner().invoke(app, ["kb", "eval", support_kb, str(qa_file), "--mode", "poetry"])
     assert result.exit_code != 0 and "--mode" in str(result.exception)
+
+
+def test_cli_ask_says_which_model_answered(support_kb, tiny_model_dir):
+    from slmkit.cli import app
+
+    question = "How long do refunds take to reach my card?"
+    result = CliRunner().invoke(app, ["kb", "ask", support_kb, question, "--mode", "select", "--model",
+                                      str(tiny_model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["answered_by"] == tiny_model_dir.name
+    quoted = CliRunner().invoke(app, ["kb", "ask", support_kb, question, "--mode", "quote", "--json"])
+    assert json.loads(quoted.stdout)["answered_by"] == "quote (no model)"
