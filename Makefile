@@ -42,7 +42,7 @@ example-finetune: install
 example-kb: install
 	$(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs
 	$(BIN)/slm kb ingest pydoc build/pydoc-kb/docs
-	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --details build/pydoc-kb/answers.jsonl
+	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --mode generate --details build/pydoc-kb/answers.jsonl
 
 # The support bot's headline numbers (docs/support-bot.md): the tuning set (pydoc) and the held-out
 # set (bzip2, libffi and bc manuals from /usr/share/doc, never used for a tuning decision), every

@@ -15,9 +15,10 @@ kb_app = typer.Typer(help="Knowledge bases: answer questions from your own docum
                      no_args_is_help=True)
 KbName = Annotated[str, typer.Argument(help="Knowledge base name (stored as $SLM_HOME/kb/NAME.sqlite).")]
 AnswerModel = Annotated[str, typer.Option("--model", "-m", help="Model that writes the answers.")]
-AnswerMode = Annotated[str, typer.Option(help="generate: the model answers from the excerpts; quote: reply with the "
-                                              "closest documentation sentences, cited, no model run; select: the "
-                                              "retrieved sentence the model scores most likely to answer, cited.")]
+AnswerMode = Annotated[str, typer.Option(help="select: the two retrieved sentences the model scores as the best "
+                                              "answer, cited (most accurate on the tuning set); generate: the model "
+                                              "writes one sentence from the excerpts; quote: the closest documentation "
+                                              "sentences, cited, no model run.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -146,7 +147,7 @@ def _print_sources(sources: list[dict]) -> None:
 @kb_app.command("ask")
 def kb_ask(name: KbName,
            question: Annotated[str | None, typer.Argument(help="The question; leave out to chat (follow-ups use the conversation).")] = None,  # noqa: E501
-           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "generate",
+           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "select",
            json_output: JsonFlag = False) -> None:
     """Answer from the knowledge base with numbered sources, or say it does not know.
 
@@ -197,7 +198,7 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
                      "give several pairs to evaluate several sets in one run.")],
             model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64,
             mode: Annotated[str, typer.Option(help="generate, quote or select, or several separated by commas "
-                                                   "(each is run on every set).")] = "generate",
+                                                   "(each is run on every set).")] = "select",
             threshold: Annotated[float | None, typer.Option(help="Abstain below this retrieval confidence (default: the "
                                                                   "bot's calibrated MIN_SIMILARITY).")] = None,
             details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
