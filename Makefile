@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmkit-installed
 
-.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-distill example-docs
+.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-kb-heldout example-distill example-docs
 
 install: $(STAMP)
 
@@ -42,7 +42,18 @@ example-finetune: install
 example-kb: install
 	$(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs
 	$(BIN)/slm kb ingest pydoc build/pydoc-kb/docs
-	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --details build/pydoc-kb/answers.jsonl
+	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl --mode generate --details build/pydoc-kb/answers.jsonl
+
+# The support bot's headline numbers (docs/support-bot.md): the tuning set (pydoc) and the held-out
+# set (bzip2, libffi and bc manuals from /usr/share/doc, never used for a tuning decision), every
+# answer mode in one run, per-question details and the accuracy-vs-threshold plot.
+example-kb-heldout: install
+	$(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs
+	$(BIN)/python examples/manuals-kb/build_corpus.py build/manuals-kb/docs
+	$(BIN)/slm kb ingest pydoc build/pydoc-kb/docs
+	$(BIN)/slm kb ingest manuals build/manuals-kb/docs
+	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl manuals examples/manuals-kb/qa.jsonl \
+		--mode generate,select,quote --details build/kb-eval/answers.jsonl --plot docs/img/kb-threshold.png
 
 # The evidence of docs/distill.md: a student with a third of SmolLM2-135M's parameters built from
 # scratch, by pruning, and by pruning + distillation at one token budget; then a distilled draft

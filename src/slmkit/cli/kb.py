@@ -15,8 +15,10 @@ kb_app = typer.Typer(help="Knowledge bases: answer questions from your own docum
                      no_args_is_help=True)
 KbName = Annotated[str, typer.Argument(help="Knowledge base name (stored as $SLM_HOME/kb/NAME.sqlite).")]
 AnswerModel = Annotated[str, typer.Option("--model", "-m", help="Model that writes the answers.")]
-AnswerMode = Annotated[str, typer.Option(help="generate: the model answers from the excerpts; quote: reply with the "
-                                              "closest documentation sentences, cited, no model run.")]
+AnswerMode = Annotated[str, typer.Option(help="select: the two retrieved sentences the model scores as the best "
+                                              "answer, cited (most accurate on the tuning set); generate: the model "
+                                              "writes one sentence from the excerpts; quote: the closest documentation "
+                                              "sentences, cited, no model run.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -145,7 +147,7 @@ def _print_sources(sources: list[dict]) -> None:
 @kb_app.command("ask")
 def kb_ask(name: KbName,
            question: Annotated[str | None, typer.Argument(help="The question; leave out to chat (follow-ups use the conversation).")] = None,  # noqa: E501
-           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "generate",
+           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "select",
            json_output: JsonFlag = False) -> None:
     """Answer from the knowledge base with numbered sources, or say it does not know.
 
@@ -154,7 +156,7 @@ def kb_ask(name: KbName,
     from slmkit.generate import collect
     from slmkit.kb.answer import answer_stream
 
-    engine = load_with_progress(model) if mode == "generate" else None
+    engine = load_with_progress(model) if mode != "quote" else None
     messages: list[dict] = []
     while True:
         text = question if question is not None else _read_line()
@@ -165,7 +167,8 @@ def kb_ask(name: KbName,
         if json_output:
             result = collect(answer.chunks)
             print(json.dumps({"answer": result.text, "abstained": answer.abstained, "confidence": answer.confidence,
-                              "query": answer.query, "sources": answer.sources, **result.stats.as_dict()}))
+                              "query": answer.query, "answered_by": answer.answered_by, "sources": answer.sources,
+                              **result.stats.as_dict()}))
             return
         parts = []
         for chunk in answer.chunks:
@@ -176,6 +179,7 @@ def kb_ask(name: KbName,
         messages.append({"role": "assistant", "content": "".join(parts)})
         if not answer.abstained:
             _print_sources(answer.sources)
+            err.print(f"[dim]answered by {answer.answered_by}[/dim]", highlight=False)
         if question is not None:
             return
 
@@ -189,37 +193,70 @@ def _read_line() -> str | None:
 
 
 @kb_app.command("eval")
-def kb_eval(name: KbName, qa_file: Annotated[Path, typer.Argument(help="JSONL: question, answer_keywords, source.")],
-            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64, mode: AnswerMode = "generate",
+def kb_eval(sets: Annotated[list[str], typer.Argument(
+                help="NAME QA_FILE pairs: a knowledge base and its JSONL questions (question, answer_keywords, source); "
+                     "give several pairs to evaluate several sets in one run.")],
+            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64,
+            mode: Annotated[str, typer.Option(help="generate, quote or select, or several separated by commas "
+                                                   "(each is run on every set).")] = "select",
+            threshold: Annotated[float | None, typer.Option(help="Abstain below this retrieval confidence (default: the "
+                                                                  "bot's calibrated MIN_SIMILARITY).")] = None,
             details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
+            plot: Annotated[Path | None, typer.Option(help="Write a PNG of accuracy, abstention and false abstention "
+                                                           "against the abstention threshold.")] = None,
             json_output: JsonFlag = False) -> None:
-    """Measure retrieval recall@1/@5, answer accuracy, abstention and latency on a QA file.
+    """Measure retrieval recall@1/@5, answer accuracy, abstention, false abstention and latency per QA set.
 
-    Example: [bold]slm kb eval pydoc examples/pydoc-kb/qa.jsonl[/bold]
+    Example: [bold]slm kb eval pydoc examples/pydoc-kb/qa.jsonl manuals examples/manuals-kb/qa.jsonl[/bold]
     """
     import dataclasses
 
     from rich.table import Table
 
+    from slmkit.errors import InvalidRequestError
+    from slmkit.kb.answer import MIN_SIMILARITY, MODES
+    from slmkit.kb.calibrate import choose_threshold, plot_sweep
     from slmkit.kb.evaluate import evaluate
 
-    engine = load_with_progress(model) if mode == "generate" else None
+    if len(sets) % 2:
+        raise InvalidRequestError("Give knowledge bases and QA files in pairs: slm kb eval NAME QA_FILE [NAME QA_FILE ...].")
+    modes = [m.strip() for m in mode.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise InvalidRequestError(f"--mode takes {', '.join(MODES)} (comma-separated for several), got {mode!r}.")
+    pairs = [(sets[i], Path(sets[i + 1])) for i in range(0, len(sets), 2)]
+    engine = load_with_progress(model) if any(m != "quote" for m in modes) else None
+    threshold = MIN_SIMILARITY if threshold is None else threshold
+    reports = []
     with _progress_bar() as progress:
-        task = progress.add_task("Questions", total=None)
-        report = evaluate(name, qa_file, engine, max_new_tokens=max_tokens, mode=mode,
-                          progress=lambda done, total: progress.update(task, completed=done, total=total))
+        for name, qa_file in pairs:
+            for one_mode in modes:
+                task = progress.add_task(f"{name} ({one_mode})", total=None)
+                reports.append(evaluate(name, qa_file, engine if one_mode != "quote" else None, max_new_tokens=max_tokens,
+                                        mode=one_mode, threshold=threshold,
+                                        progress=lambda done, total, task=task: progress.update(
+                                            task, completed=done, total=total)))
     if details:
-        details.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in report.results), encoding="utf-8")
+        rows = [json.dumps({"kb": r.kb, "mode": r.mode, **dataclasses.asdict(result)}) + "\n"
+                for r in reports for result in r.results]
+        details.parent.mkdir(parents=True, exist_ok=True)
+        temporary = details.with_name(f".{details.name}.tmp")
+        temporary.write_text("".join(rows), encoding="utf-8")
+        temporary.replace(details)
+    if plot:
+        plot_sweep(reports, plot)
+    summaries = [r.summary() | {"threshold_chosen_by_rule_on_this_set": choose_threshold(r.results)} for r in reports]
     if json_output:
-        print(json.dumps(report.summary(), indent=2))
+        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
         return
-    table = Table("metric", "value", title=f"{name} with {report.model}: {report.answerable} answerable + "
-                                           f"{report.unanswerable} unanswerable questions")
-    for label, value in (("retrieval recall@1", report.recall_at_1), ("retrieval recall@5", report.recall_at_5),
-                         ("answer accuracy", report.answer_accuracy),
-                         ("abstention on unanswerable", report.abstention_rate),
-                         ("false abstention on answerable", report.false_abstention_rate)):
-        table.add_row(label, f"{value:.3f}")
-    table.add_row("latency p50", f"{report.latency_p50_s:.2f} s")
-    table.add_row("latency p95", f"{report.latency_p95_s:.2f} s")
+    table = Table("metric", *[f"{r.kb} · {r.mode}" for r in reports],
+                  title=f"abstention threshold {threshold:.2f}; model {model}")
+    table.add_row("questions (answerable + unanswerable)", *[f"{r.answerable} + {r.unanswerable}" for r in reports])
+    for label, key in (("retrieval recall@1", "recall_at_1"), ("retrieval recall@5", "recall_at_5"),
+                       ("answer accuracy", "answer_accuracy"), ("abstention on unanswerable", "abstention_rate"),
+                       ("false abstention on answerable", "false_abstention_rate")):
+        table.add_row(label, *[f"{getattr(r, key):.3f}" for r in reports])
+    table.add_row("latency p50", *[f"{r.latency_p50_s:.2f} s" for r in reports])
+    table.add_row("latency p95", *[f"{r.latency_p95_s:.2f} s" for r in reports])
+    table.add_row("threshold the rule picks on this set", *[f"{s['threshold_chosen_by_rule_on_this_set']:.2f}"
+                                                             for s in summaries])
     out.print(table)

@@ -17,17 +17,19 @@ import re
 import time
 from collections.abc import Iterator
 
+import numpy as np
+
 from slmkit.engine import Chunk, GenerationRequest, GenerationStats, SamplingParams
 from slmkit.errors import InvalidRequestError
 from slmkit.kb.retrieve import Hit, default_embedder, search
 
 IDK_MESSAGE = "I don't know based on the documentation: it does not seem to cover this question."
-MIN_SIMILARITY = 0.40  # below this cosine similarity the best chunk is taken as off-topic
+MIN_SIMILARITY = 0.395  # abstain below this best-chunk cosine similarity (kb/calibrate.py rule, pydoc tuning set)
 CONTEXT_CHUNKS = 3
 PROMPT_LOOKUP_TOKENS = 6
 CONTEXT_CHARS = 500  # measured: 300 and 800 characters both gave fewer correct answers
 QUOTE_CHARS = 400
-MODES = ("generate", "quote")
+MODES = ("generate", "quote", "select")
 # Measured on the worked example: a 135M model answers best from a plain "Text: ... Question: ..."
 # layout; asking it to write citations itself made it answer "The excerpt number is 1.", so the
 # citation is added after generation from the excerpt the answer overlaps most.
@@ -57,6 +59,7 @@ class Answer:
     chunks: Iterator[Chunk]
     retrieval_s: float = 0.0
     prompt: list[dict] = dataclasses.field(default_factory=list)  # the messages the model was given
+    answered_by: str = ""  # the model that wrote or chose the answer, "quote (no model)", or "" when abstaining
 
 
 def check_messages(messages) -> None:
@@ -108,6 +111,16 @@ def looks_like_injection(sentence: str) -> bool:
     return INJECTION.search(sentence) is not None
 
 
+def scored_sentences(query: str, hits: list[Hit], embedder) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """Every sentence of ``hits`` (as ``(hit index, sentence)``, sentences addressing an AI left out)
+    and its cosine similarity to ``query``."""
+    sentences = [(n, s) for n, hit in enumerate(hits) for s in split_sentences(hit.text) if not looks_like_injection(s)]
+    if not sentences:
+        return [], np.zeros(0)
+    vectors = embedder.embed([query] + [s for _, s in sentences])
+    return sentences, vectors[1:] @ vectors[0]
+
+
 def extract_context(query: str, hits: list[Hit], embedder, max_chars: int = CONTEXT_CHARS,
                     max_sentences: int | None = None) -> list[str]:
     """For each hit, its sentences closest to ``query`` (in document order), within ``max_chars`` in all.
@@ -116,11 +129,9 @@ def extract_context(query: str, hits: list[Hit], embedder, max_chars: int = CONT
     room: off-topic text only distracts a small model, and it is where injected instructions
     usually sit. Sentences that address an AI are never included.
     """
-    sentences = [(n, s) for n, hit in enumerate(hits) for s in split_sentences(hit.text) if not looks_like_injection(s)]
+    sentences, scores = scored_sentences(query, hits, embedder)
     if not sentences:
         return ["" for _ in hits]
-    vectors = embedder.embed([query] + [s for _, s in sentences])
-    scores = vectors[1:] @ vectors[0]
     floor = float(scores.max()) - RELEVANCE_MARGIN
     chosen: set[int] = set()
     used = 0
@@ -185,6 +196,18 @@ def fixed_stream(text: str) -> Iterator[Chunk]:
                                       total_s=elapsed))
 
 
+def select_answer(query: str, question: str, hits: list[Hit], embedder, engine) -> str:
+    """The documentation sentence(s) of ``hits`` that the model finds most likely to answer ``question``, cited."""
+    from slmkit.kb import select
+
+    sentences, similarities = scored_sentences(query, hits, embedder)
+    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])[:select.CANDIDATES]
+    candidates = [select.Candidate(sentences[i][0], sanitize(select.shorten(sentences[i][1])), float(similarities[i]))
+                  for i in order]
+    ranked = select.rank_candidates(engine, question, candidates)
+    return select.format_answer(ranked[:select.ANSWER_SENTENCES]) or IDK_MESSAGE
+
+
 def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens: int = 256, k: int = 5,
                   min_similarity: float = MIN_SIMILARITY, embedder=None, temperature: float = 0.0,
                   top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None,
@@ -197,10 +220,15 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     ``CONTEXT_CHUNKS`` of the ``k`` retrieved chunks (those the model sees), numbered as the
     answer cites them. ``mode="quote"`` answers with the (at most two) documentation sentences
     closest to the question, cited, without running the model: always grounded and fast.
+    ``mode="select"`` answers with the retrieved sentence the model scores as the most likely
+    answer (:mod:`slmkit.kb.select`): text from the documents, cited, no generation.
     """
     if mode not in MODES:
         raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", param="mode")
     check_messages(messages)
+    if mode != "quote" and engine is None:
+        raise InvalidRequestError(f"mode {mode!r} needs a model (an engine); pass one, or use mode='quote'.",
+                                  param="mode")
     embedder = embedder or default_embedder()
     started = time.perf_counter()
     query = resolve_query(messages)
@@ -213,7 +241,12 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     if mode == "quote":
         quotes = extract_context(query, context_hits, embedder, max_chars=QUOTE_CHARS, max_sentences=2)
         text = " ".join(f"{quote} [{n}]" for n, quote in enumerate(quotes, start=1) if quote)
-        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started)
+        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started,
+                      answered_by="quote (no model)")
+    if mode == "select":
+        text = select_answer(query, messages[-1]["content"], context_hits, embedder, engine)
+        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started,
+                      answered_by=getattr(engine, "model_name", "?"))
     excerpts = extract_context(query, context_hits, embedder)
     prompt = build_messages(messages, excerpts)
     # Answers copy the excerpts, so prompt-lookup drafts are often right; with greedy decoding
@@ -224,4 +257,4 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
                                 prompt_lookup_tokens=PROMPT_LOOKUP_TOKENS)
     retrieval_s = time.perf_counter() - started
     return Answer(query, sources, False, confidence, cited_stream(engine.stream(request), excerpts),
-                  retrieval_s, prompt)
+                  retrieval_s, prompt, answered_by=getattr(engine, "model_name", "?"))

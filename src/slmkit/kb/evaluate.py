@@ -7,6 +7,12 @@ Measured: retrieval recall@1 and @5 (is a source document among the first 1 / 5 
 answer accuracy (every keyword appears in the answer, case-insensitive), abstention rate on
 unanswerable questions (and false abstentions on answerable ones), and answer latency
 p50/p95 from question to the last token, retrieval included.
+
+Every question is answered whatever its retrieval confidence, and the abstention threshold is
+applied afterwards: that gives the same answers as the bot (which abstains before running the
+model) and lets :mod:`slmkit.kb.calibrate` sweep the threshold without re-running anything. The
+latency of a question abstained on is the retrieval time (what the bot spends before saying it
+does not know).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from slmkit.errors import InvalidRequestError
 from slmkit.generate import collect
-from slmkit.kb.answer import answer_stream
+from slmkit.kb.answer import IDK_MESSAGE, MIN_SIMILARITY, answer_stream
 from slmkit.kb.retrieve import default_embedder, search
 
 
@@ -41,10 +47,16 @@ class QAResult:
     question: str
     answerable: bool
     retrieved: list[str]
-    answer: str
+    answer: str  # what the bot says at the report's threshold
     abstained: bool
     correct: bool | None  # None for unanswerable questions
     latency_s: float
+    confidence: float = 0.0  # the abstention score: best cosine similarity among the retrieved chunks
+    generated: str = ""  # the answer produced without abstention (for the threshold sweep)
+    generated_correct: bool | None = None  # every keyword in ``generated`` and no "don't know"
+    said_dont_know: bool = False  # the answer itself says it does not know
+    retrieval_s: float = 0.0
+    answer_s: float = 0.0  # question to last token when answering
 
 
 @dataclasses.dataclass
@@ -62,6 +74,9 @@ class EvalReport:
     latency_p50_s: float
     latency_p95_s: float
     results: list[QAResult]
+    threshold: float = MIN_SIMILARITY  # abstain when the confidence is below this
+    mode: str = "generate"
+    qa_file: str = ""
 
     def summary(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "results"}
@@ -101,25 +116,49 @@ def said_dont_know(answer: str) -> bool:
 
 
 def evaluate(kb: str, qa_path: Path, engine, max_new_tokens: int = 64,
-             progress: Callable[[int, int], None] | None = None, **options) -> EvalReport:
-    """Run every question of ``qa_path`` through retrieval and :func:`answer_stream`."""
+             progress: Callable[[int, int], None] | None = None, threshold: float = MIN_SIMILARITY,
+             **options) -> EvalReport:
+    """Run every question of ``qa_path`` through retrieval and :func:`answer_stream`.
+
+    ``threshold`` is the abstention threshold on the retrieval confidence (``min_similarity`` of
+    ``answer_stream``); ``options`` go to ``answer_stream`` (``mode``, sampling).
+    """
     items = read_qa(qa_path)
     embedder = default_embedder()
     results = []
     for done, item in enumerate(items, start=1):
+        started = time.perf_counter()
         retrieved = [h.file for h in search(kb, item.question, k=5, embedder=embedder)]
+        retrieval_s = time.perf_counter() - started
         started = time.perf_counter()
         answer = answer_stream(kb, [{"role": "user", "content": item.question}], engine,
-                               max_new_tokens=max_new_tokens, embedder=embedder, **options)
+                               max_new_tokens=max_new_tokens, embedder=embedder, min_similarity=-1.0, **options)
         text = collect(answer.chunks).text
-        latency = time.perf_counter() - started
-        abstained = answer.abstained or said_dont_know(text)
-        correct = (not abstained and keywords_present(text, item.answer_keywords)) if item.answerable else None
-        results.append(QAResult(item.question, item.answerable, retrieved, text, abstained, correct, latency))
+        answer_s = time.perf_counter() - started
+        dont_know = said_dont_know(text)
+        results.append(QAResult(
+            item.question, item.answerable, retrieved, text, False, None, answer_s, confidence=answer.confidence,
+            generated=text, said_dont_know=dont_know, retrieval_s=retrieval_s, answer_s=answer_s,
+            generated_correct=(not dont_know and keywords_present(text, item.answer_keywords)) if item.answerable
+            else None))
         if progress:
             progress(done, len(items))
-    model = "quote (no model)" if options.get("mode") == "quote" else getattr(engine, "model_name", "?")
-    return summarize(kb, model, items, results)
+    mode = options.get("mode", "generate")
+    model = "quote (no model)" if mode == "quote" else getattr(engine, "model_name", "?")
+    report = summarize(kb, model, items, apply_threshold(results, threshold))
+    return dataclasses.replace(report, threshold=threshold, mode=mode, qa_file=str(qa_path))
+
+
+def apply_threshold(results: list[QAResult], threshold: float) -> list[QAResult]:
+    """The results as the bot would give them when abstaining below ``threshold`` confidence."""
+    applied = []
+    for r in results:
+        abstained = r.confidence < threshold or r.said_dont_know
+        applied.append(dataclasses.replace(
+            r, abstained=abstained, answer=IDK_MESSAGE if r.confidence < threshold else r.generated,
+            latency_s=r.retrieval_s if r.confidence < threshold else r.answer_s,
+            correct=(not abstained and bool(r.generated_correct)) if r.answerable else None))
+    return applied
 
 
 def summarize(kb: str, model: str, items: list[QAItem], results: list[QAResult]) -> EvalReport:
