@@ -51,6 +51,9 @@ class ResolvedModel:
     name: str
     path: Path
     format: str
+    # For a GGUF served with the HF tokenizer files of another directory (a built-in model's
+    # shipped GGUF uses those of its import in the store).
+    text_side: Path | None = None
 
 
 def builtin_file(name: str) -> Path:
@@ -74,8 +77,12 @@ def known_names() -> list[str]:
     return sorted(set(BUILTIN_MODELS) | set(stored_names()))
 
 
-def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> ResolvedModel:
-    """Find the model ``reference`` names; raises ModelNotFoundError listing known names."""
+def resolve(reference: str | os.PathLike, progress: Callable | None = None, prefer_gguf: bool = False) -> ResolvedModel:
+    """Find the model ``reference`` names; raises ModelNotFoundError listing known names.
+
+    With ``prefer_gguf`` a built-in model that ships a GGUF resolves to that file (inference
+    runs it on llama.cpp); otherwise to its float import in the store (training, export, torch).
+    """
     from slmkit import models
 
     text = str(reference)
@@ -85,10 +92,12 @@ def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> R
     looks_like_path = os.sep in text or text.startswith(".") or path.suffix in (".gguf", *PICKLE_SUFFIXES)
     if path.exists() or looks_like_path:
         return resolve_path(path)
+    if text in BUILTIN_MODELS and prefer_gguf:
+        return _resolve_builtin(text, progress, prefer_gguf)
     if models.NAME_PATTERN.match(text) and (models.models_dir() / text).is_dir():
         return resolve_path(models.models_dir() / text)
     if text in BUILTIN_MODELS:
-        return _resolve_builtin(text, progress)
+        return _resolve_builtin(text, progress, prefer_gguf)
     raise ModelNotFoundError(
         f"Unknown model {text!r}. Known models: {', '.join(known_names())}. "
         "A path to a Hugging Face directory or a .gguf file works too."
@@ -135,12 +144,16 @@ def _resolve_export_directory(path: Path) -> ResolvedModel | None:
     return None
 
 
-def _resolve_builtin(name: str, progress: Callable | None) -> ResolvedModel:
+def _resolve_builtin(name: str, progress: Callable | None, prefer_gguf: bool = False) -> ResolvedModel:
     source = builtin_file(name)
     if source.suffix == ".gguf":
         from slmkit.models import import_model
 
+        # The float import is made once either way: its tokenizer files are the text side of
+        # the GGUF too, and training and export start from it.
         stored = import_model(source, name=name, progress=progress, exist_ok=True)
+        if prefer_gguf:
+            return ResolvedModel(name, source.resolve(), "gguf", text_side=stored.path)
         return ResolvedModel(name, stored.path, "hf")
     return ResolvedModel(name, source.parent, "hf")
 

@@ -140,28 +140,46 @@ class Engine(Protocol):
 
 
 BACKENDS = ("torch", "llamacpp", "onnxruntime")
+# Other spellings users type (the project's own name for llama.cpp, ONNX Runtime's short name).
+BACKEND_ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "onnx": "onnxruntime", "pytorch": "torch"}
 # The backend each artifact format runs on fastest; "auto" picks it.
 FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
-TORCH_ONLY_OPTIONS = ("max_batch_size", "draft", "draft_tokens")
+# Options only some backends take; the others drop them.
+BACKEND_OPTIONS = {
+    "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
+    "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size", "kv_tokens",
+                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens"),
+    "onnxruntime": ("threads",),
+}
+
+
+def backend_name(backend: str) -> str:
+    """The canonical name of ``backend`` ("auto" stays "auto"); a clear error for an unknown one."""
+    name = BACKEND_ALIASES.get(backend, backend)
+    if name not in ("auto", *BACKENDS):
+        raise InvalidRequestError(
+            f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)} "
+            f"(also accepted: {', '.join(BACKEND_ALIASES)}).",
+            param="backend",
+        )
+    return name
 
 
 def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
     """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``.
 
     ``auto`` runs a GGUF file or export on llama.cpp, an ONNX export on ONNX Runtime and an HF
-    directory on PyTorch. ``torch`` also runs a GGUF (imported into the store first).
+    directory on PyTorch; a built-in model that ships a GGUF runs that GGUF on llama.cpp.
+    ``torch`` also runs a GGUF (imported into the store first). Options a backend does not
+    take are dropped (see :data:`BACKEND_OPTIONS`).
     """
-    if backend not in ("auto", *BACKENDS):
-        raise InvalidRequestError(f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)}.")
+    backend = backend_name(backend)
     from slmkit.references import resolve, resolve_hf
 
-    resolved = resolve(reference, progress=progress)
+    resolved = resolve(reference, progress=progress, prefer_gguf=backend in ("auto", "llamacpp"))
     if backend == "auto":
         backend = FORMAT_BACKENDS[resolved.format]
-    if backend != "torch":
-        # Batching and drafting live in the PyTorch scheduler; llama.cpp and ONNX Runtime
-        # engines decode one sequence at a time (concurrent requests take turns).
-        options = {k: v for k, v in options.items() if k not in TORCH_ONLY_OPTIONS}
+    options = {k: v for k, v in options.items() if k in BACKEND_OPTIONS[backend]}
     if backend == "llamacpp":
         if resolved.format != "gguf":
             raise InvalidRequestError(
@@ -170,7 +188,7 @@ def load_engine(reference: str, backend: str = "auto", progress=None, **options)
             )
         from slmkit.engine.llamacpp_backend import LlamaCppEngine
 
-        return LlamaCppEngine(resolved.path, model_name=resolved.name, **options)
+        return LlamaCppEngine(resolved.path, model_name=resolved.name, text_side=resolved.text_side, **options)
     if backend == "onnxruntime":
         if resolved.format != "onnx":
             raise InvalidRequestError(
