@@ -165,6 +165,29 @@ def backend_name(backend: str) -> str:
     return name
 
 
+def serving_plan(reference: str, backend: str = "auto") -> dict[str, str]:
+    """Which backend and which file :func:`load_engine` would use for ``reference``, without
+    loading (or importing) anything: ``{"backend": ..., "file": ...}`` (the file name only).
+
+    Only a built-in model not imported yet is answered from its package (no import is made)."""
+    from slmkit.references import BUILTIN_MODELS, builtin_file, resolve
+
+    backend = backend_name(backend)
+    text = str(reference)
+    if text in BUILTIN_MODELS and builtin_file(text).suffix == ".gguf":
+        if backend in ("auto", "llamacpp"):
+            return {"backend": "llamacpp", "file": builtin_file(text).name}
+        if backend == "torch":
+            return {"backend": "torch", "file": f"model.safetensors (float import of {builtin_file(text).name})"}
+    resolved = resolve(reference, prefer_gguf=backend in ("auto", "llamacpp"))
+    chosen = FORMAT_BACKENDS[resolved.format] if backend == "auto" else backend
+    path = resolved.path
+    if resolved.format != "gguf" and path.is_dir():
+        weights = sorted(path.glob("*.safetensors" if chosen == "torch" else "*.onnx"))
+        path = weights[0] if weights else path
+    return {"backend": chosen, "file": path.name}
+
+
 def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
     """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``.
 

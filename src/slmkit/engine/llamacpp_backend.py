@@ -226,10 +226,11 @@ class LlamaCppEngine:
         import llama_cpp
 
         ctx, rows = self.context.ctx, []
-        batch = llama_cpp.llama_batch_init(self.batch_size, 0, 1)
+        step = min(self.batch_size, 512)  # every row's logits are kept: bound the buffer
+        batch = llama_cpp.llama_batch_init(step, 0, 1)
         try:
-            for start in range(0, len(token_ids), self.batch_size):
-                part = token_ids[start : start + self.batch_size]
+            for start in range(0, len(token_ids), step):
+                part = token_ids[start : start + step]
                 for i, token in enumerate(part):
                     batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
                     batch.seq_id[i][0], batch.logits[i] = seq_id, True
