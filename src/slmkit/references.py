@@ -10,6 +10,7 @@ A reference is, in the order tried:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -40,6 +41,10 @@ BUILTIN_MODELS: dict[str, Builtin] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# The GGUF a built-in model runs on llama.cpp: a file of this quant type written once from the
+# float import (as `slm export gguf NAME --quant Q` would, stored as NAME-Q), or None for the
+# file its package ships. bench/llamacpp_settings.py measured the choice (docs/llamacpp.md).
+BUILTIN_INFERENCE_QUANT: str | None = None
 DEFAULT_EMBEDDING_MODEL = "minilm-l6"
 
 
@@ -153,9 +158,31 @@ def _resolve_builtin(name: str, progress: Callable | None, prefer_gguf: bool = F
         # the GGUF too, and training and export start from it.
         stored = import_model(source, name=name, progress=progress, exist_ok=True)
         if prefer_gguf:
-            return ResolvedModel(name, source.resolve(), "gguf", text_side=stored.path)
+            return _builtin_gguf(name, source, stored.path, progress)
         return ResolvedModel(name, stored.path, "hf")
     return ResolvedModel(name, source.parent, "hf")
+
+
+def builtin_gguf_name(name: str) -> str | None:
+    """The store name of the GGUF written for built-in ``name`` (None: the shipped file serves)."""
+    return f"{name}-{BUILTIN_INFERENCE_QUANT}" if BUILTIN_INFERENCE_QUANT else None
+
+
+def _builtin_gguf(name: str, source: Path, float_dir: Path, progress: Callable | None) -> ResolvedModel:
+    """The GGUF built-in ``name`` runs on with llama.cpp, written into the store on first use."""
+    from slmkit import models
+
+    stored_name = builtin_gguf_name(name)
+    if stored_name is None:
+        return ResolvedModel(name, source.resolve(), "gguf", text_side=float_dir)
+    target = models.store_path(stored_name)
+    if not target.is_dir():
+        from slmkit.artifact import ArtifactExistsError
+        from slmkit.export.gguf import export_gguf
+
+        with contextlib.suppress(ArtifactExistsError):  # another process wrote it meanwhile
+            export_gguf(name, BUILTIN_INFERENCE_QUANT, output=target, check=False, progress=progress)
+    return dataclasses.replace(resolve_path(target), name=name)
 
 
 def _resolve_hf_cache(repo_id: str) -> ResolvedModel:

@@ -8,10 +8,12 @@ import pytest
 from slmkit.engine import backend_name, load_engine, serving_plan
 
 
-def test_built_in_model_is_served_from_its_shipped_gguf_without_importing(slm_home):
-    from slmkit.references import builtin_file
+def test_built_in_model_is_served_from_a_gguf_without_importing(slm_home):
+    from slmkit.references import BUILTIN_INFERENCE_QUANT, builtin_file
 
-    assert serving_plan("smollm2-135m") == {"backend": "llamacpp", "file": builtin_file("smollm2-135m").name}
+    want = f"smollm2-135m-{BUILTIN_INFERENCE_QUANT}/model.gguf" if BUILTIN_INFERENCE_QUANT else \
+        builtin_file("smollm2-135m").name
+    assert serving_plan("smollm2-135m") == {"backend": "llamacpp", "file": want}
     assert serving_plan("smollm2-135m", "torch")["backend"] == "torch"
     assert not (slm_home / "models").exists(), "answering the plan must not import the model"
 

@@ -170,13 +170,14 @@ def serving_plan(reference: str, backend: str = "auto") -> dict[str, str]:
     loading (or importing) anything: ``{"backend": ..., "file": ...}`` (the file name only).
 
     Only a built-in model not imported yet is answered from its package (no import is made)."""
-    from slmkit.references import BUILTIN_MODELS, builtin_file, resolve
+    from slmkit.references import BUILTIN_MODELS, builtin_file, builtin_gguf_name, resolve
 
     backend = backend_name(backend)
     text = str(reference)
     if text in BUILTIN_MODELS and builtin_file(text).suffix == ".gguf":
         if backend in ("auto", "llamacpp"):
-            return {"backend": "llamacpp", "file": builtin_file(text).name}
+            written = builtin_gguf_name(text)
+            return {"backend": "llamacpp", "file": f"{written}/model.gguf" if written else builtin_file(text).name}
         if backend == "torch":
             return {"backend": "torch", "file": f"model.safetensors (float import of {builtin_file(text).name})"}
     resolved = resolve(reference, prefer_gguf=backend in ("auto", "llamacpp"))
