@@ -139,7 +139,9 @@ class LlamaCppEngine:
             raise CorruptModelError(f"llama.cpp cannot load {self.path}: {exc}") from exc
         self.context_length = min(context_length or self.model.n_ctx_train(), self.model.n_ctx_train())
         self.vocab_size = self.model.n_vocab()
+        self.memory_bytes = self.model.size()  # the weights (the server's memory budget reads this)
         self.batch_size = batch_size
+        max_batch_size = max(1, min(max_batch_size, batch_size))  # every stream fits in one step
         prefix_cache = None
         if prefix_cache_tokens != 0 and prefix_cache_entries > 0:
             prefix_cache = PrefixCache(prefix_cache_entries, prefix_cache_tokens or self.context_length // 2)

@@ -109,6 +109,8 @@ class LlamaBatchScheduler:
     def run_exclusive(self, job: Callable[[int], object]) -> object:
         """Run ``job(seq_id)`` on the scheduler thread between steps, with a free sequence id
         whose KV is cleared afterwards (teacher-forced scoring uses this)."""
+        if self._stopping:
+            raise EngineStoppedError("The engine has stopped; restart it.")
         future: Future = Future()
         self.pending.put((job, future))
         return future.result()
@@ -212,6 +214,8 @@ class LlamaBatchScheduler:
         for slot in self.active:
             if slot.prefilling:
                 continue
+            if used >= self.n_batch:
+                break  # n_batch smaller than the running streams: the rest go next step
             draft = self._draft(slot, room=self.n_batch - used - 1)
             tokens = slot.todo + draft
             self._add(used, tokens, slot, logits=True)
@@ -229,6 +233,9 @@ class LlamaBatchScheduler:
             used += len(chunk)
         batch.n_tokens = used
         status = self.ll.llama_decode(self.ctx, batch)
+        if status == 1:
+            raise RuntimeError(f"llama.cpp's KV cache ({self.kv_cells} tokens) has no room for this step; "
+                               "load the model with a larger kv_tokens or fewer concurrent requests")
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status} for a batch of {used} tokens")
         for item in fed:
