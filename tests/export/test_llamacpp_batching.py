@@ -178,7 +178,7 @@ def test_prefix_cache_matches_tokens_exactly():
 
 
 def test_prompt_lookup_speculation_keeps_the_greedy_output(gguf_path):
-    engine = _engine(gguf_path, prefix_cache_tokens=0)
+    engine = _engine(gguf_path, prefix_cache_tokens=0, prompt_lookup=True)
     text = "one two three four five six seven eight nine ten " * 4
     plain = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40)
     speculative = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40, prompt_lookup_tokens=4)
@@ -213,3 +213,11 @@ def test_backend_aliases_and_unknown_backend(gguf_path):
     engine.close()
     with pytest.raises(InvalidRequestError, match="Unknown backend 'llama_cpp'. Available: auto, torch, llamacpp"):
         load_engine(gguf_path, backend="llama_cpp")
+
+
+def test_prompt_lookup_is_off_unless_the_engine_was_asked(gguf_path):
+    engine = _engine(gguf_path, prefix_cache_tokens=0)
+    text = "one two three four five six seven eight nine ten " * 4
+    got = list(engine.stream(GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=20, prompt_lookup_tokens=4)))
+    engine.close()
+    assert got[-1].stats.draft_tokens == 0

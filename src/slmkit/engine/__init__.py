@@ -148,7 +148,7 @@ FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
 BACKEND_OPTIONS = {
     "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
     "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size", "kv_tokens",
-                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens"),
+                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens", "prompt_lookup"),
     "onnxruntime": ("threads",),
 }
 

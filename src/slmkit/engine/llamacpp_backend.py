@@ -105,7 +105,8 @@ class LlamaCppEngine:
     call); ``max_batch_size`` streams run at once; ``kv_tokens`` is the shared KV cache (all
     streams and cached prefixes, default the model's context); ``prefix_cache_tokens`` bounds
     the prompt prefixes kept for reuse (0 turns the cache off). ``draft`` names a small model
-    with the same tokenizer for speculative decoding (greedy requests only). ``text_side`` is
+    with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
+    honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``text_side`` is
     the directory of HF tokenizer files when they do not lie beside the GGUF.
     """
 
@@ -113,7 +114,7 @@ class LlamaCppEngine:
                  context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 256,
                  max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
-                 text_side: Path | None = None):
+                 text_side: Path | None = None, prompt_lookup: bool = False):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -163,6 +164,10 @@ class LlamaCppEngine:
         self._finalizer = weakref.finalize(self, _close_native, self.context, self.model)
         self.eos_ids = self._end_of_turn_ids()
         self.draft_model, self.draft_tokens = None, draft_tokens
+        # Requests' prompt_lookup_tokens are honoured only when asked for at load: on quantized
+        # files llama.cpp's multi-token verification is not bit-identical to one-token decoding
+        # and was not faster here (docs/llamacpp.md).
+        self.prompt_lookup = prompt_lookup
         if draft:
             from types import SimpleNamespace
 
@@ -204,7 +209,7 @@ class LlamaCppEngine:
         state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
         slot = Slot(state, Sampler(request.sampling))
         greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
-        if request.prompt_lookup_tokens and greedy:
+        if request.prompt_lookup_tokens and greedy and self.prompt_lookup:
             slot.drafter, slot.draft_tokens = PromptLookupDrafter(), request.prompt_lookup_tokens
         elif self.draft_model is not None and greedy:
             slot.drafter, slot.draft_tokens = ModelDrafter(self.draft_model), self.draft_tokens
