@@ -48,9 +48,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def chat(url: str, messages: list[dict], max_tokens: int) -> tuple[float, float, int]:
+def chat(url: str, messages: list[dict], max_tokens: int, model: str) -> tuple[float, float, int]:
     """(time to first token s, decode tokens/s, tokens) of one streamed greedy answer."""
-    body = {"model": "m", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     started = time.perf_counter()
     first = last = None
@@ -87,14 +87,15 @@ def long_system_prompt(tokens: int = 1700) -> str:
     return tokenizer.decode(ids)
 
 
-def measure(url: str, system: str) -> dict:
-    one = [chat(url, [{"role": "user", "content": STORIES[0]}], TOKENS) for _ in range(REPEATS)]
+def measure(url: str, system: str, model: str) -> dict:
+    one = [chat(url, [{"role": "user", "content": STORIES[0]}], TOKENS, model) for _ in range(REPEATS)]
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda s: chat(url, [{"role": "user", "content": s}], TOKENS), STORIES))
+        results = list(pool.map(lambda s: chat(url, [{"role": "user", "content": s}], TOKENS, model), STORIES))
     aggregate = sum(r[2] for r in results) / (time.perf_counter() - started)
-    cold = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "What is this about?"}], 4)
-    warm = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "Summarize it."}], 4)
+    cold = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "What is this about?"}], 4,
+                model)
+    warm = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "Summarize it."}], 4, model)
     return {"one_stream": statistics.median(r[1] for r in one), "eight_streams": aggregate,
             "ttft_cold": cold[0], "ttft_warm": warm[0]}
 
@@ -119,8 +120,9 @@ def run_server(command: list[str], what: str, system: str) -> dict:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(process, url, what)
-        chat(url, [{"role": "user", "content": "Hi"}], 4)  # warm-up (first-call allocations)
-        return measure(url, system)
+        model = command[command.index("--model") + 1] if "--model" in command else "m"  # slm serve checks it
+        chat(url, [{"role": "user", "content": "Hi"}], 4, model)  # warm-up (first-call allocations)
+        return measure(url, system, model)
     finally:
         process.terminate()
         try:
