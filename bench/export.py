@@ -9,9 +9,11 @@ and writes the bar chart. Missing exports are made first (in the store, or in --
 On a shared machine, rows measured minutes apart see different load. ``--ab llama`` and
 ``--ab onnx`` measure the two speed targets interleaved instead (A, B, A, B, ... in one
 process, same prompt, medians): slmkit's llama.cpp backend vs raw llama-cpp-python on the same
-q4_k_m file, and ONNX int8 vs the PyTorch fp32 backend.
+q4_k_m file, and ONNX int8 vs the PyTorch fp32 backend. ``--ab default`` compares the engine
+``slm generate MODEL`` uses by default (llama.cpp on the built-in GGUF) with raw
+llama-cpp-python on the same bundled file.
 Usage: python bench/export.py [--chart docs/export-bench.png] [--tokens 128] [--workdir DIR]
-       python bench/export.py --ab llama|onnx [--tokens 64] [--rounds 5]
+       python bench/export.py --ab llama|onnx|default [--tokens 64] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -44,10 +46,16 @@ def interleaved(which: str, model: str, tokens: int, rounds: int, threads: int) 
     from slmkit.engine import load_engine
     from slmkit.engine.llamacpp_backend import open_llama
     from slmkit.export.parity import held_out_text
-    from slmkit.references import resolve
+    from slmkit.references import builtin_file, resolve
 
     prompt = held_out_text(600)
-    if which == "llama":
+    if which == "default":
+        mine = load_engine(model, threads=threads)
+        peer = open_llama(builtin_file(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+        sides = ((f"slm generate default ({type(mine).__name__}, {builtin_file(model).name})",
+                  lambda: _engine_rate(mine, prompt, tokens)),
+                 ("raw llama-cpp-python, same file", lambda: _raw_llama_rate(peer, prompt, tokens)))
+    elif which == "llama":
         mine = load_engine(f"{model}-q4_k_m", backend="llamacpp", threads=threads)
         peer = open_llama(resolve(f"{model}-q4_k_m").path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
@@ -79,7 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chart", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="where exports go (default: the store)")
-    parser.add_argument("--ab", choices=("llama", "onnx"), default=None, help="interleaved A/B of one target")
+    parser.add_argument("--ab", choices=("llama", "onnx", "default"), default=None, help="interleaved A/B of one target")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.ab:

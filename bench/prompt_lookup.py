@@ -29,7 +29,9 @@ def request(topic: str, lookup: int) -> GenerationRequest:
 
 
 def main():
-    engine = load_engine(MODEL)
+    # The PyTorch scheduler: on llama.cpp (the default since issue 19) prompt lookup is opt-in.
+    engine = load_engine(MODEL, backend=os.environ.get("SLM_BENCH_BACKEND", "torch"),
+                         **({"prompt_lookup": True} if os.environ.get("SLM_BENCH_BACKEND") == "llamacpp" else {}))
     rows = []
     for topic in TOPICS:
         plain = collect(engine.stream(request(topic, 0)))

@@ -10,6 +10,7 @@ A reference is, in the order tried:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -40,6 +41,10 @@ BUILTIN_MODELS: dict[str, Builtin] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# The GGUF a built-in model runs on llama.cpp: a file of this quant type written once from the
+# float import (as `slm export gguf NAME --quant Q` would, stored as NAME-Q), or None for the
+# file its package ships. bench/llamacpp_settings.py measured the choice (docs/llamacpp.md).
+BUILTIN_INFERENCE_QUANT: str | None = None
 DEFAULT_EMBEDDING_MODEL = "minilm-l6"
 
 
@@ -51,6 +56,9 @@ class ResolvedModel:
     name: str
     path: Path
     format: str
+    # For a GGUF served with the HF tokenizer files of another directory (a built-in model's
+    # shipped GGUF uses those of its import in the store).
+    text_side: Path | None = None
 
 
 def builtin_file(name: str) -> Path:
@@ -74,8 +82,12 @@ def known_names() -> list[str]:
     return sorted(set(BUILTIN_MODELS) | set(stored_names()))
 
 
-def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> ResolvedModel:
-    """Find the model ``reference`` names; raises ModelNotFoundError listing known names."""
+def resolve(reference: str | os.PathLike, progress: Callable | None = None, prefer_gguf: bool = False) -> ResolvedModel:
+    """Find the model ``reference`` names; raises ModelNotFoundError listing known names.
+
+    With ``prefer_gguf`` a built-in model that ships a GGUF resolves to that file (inference
+    runs it on llama.cpp); otherwise to its float import in the store (training, export, torch).
+    """
     from slmkit import models
 
     text = str(reference)
@@ -85,10 +97,12 @@ def resolve(reference: str | os.PathLike, progress: Callable | None = None) -> R
     looks_like_path = os.sep in text or text.startswith(".") or path.suffix in (".gguf", *PICKLE_SUFFIXES)
     if path.exists() or looks_like_path:
         return resolve_path(path)
+    if text in BUILTIN_MODELS and prefer_gguf:
+        return _resolve_builtin(text, progress, prefer_gguf)
     if models.NAME_PATTERN.match(text) and (models.models_dir() / text).is_dir():
         return resolve_path(models.models_dir() / text)
     if text in BUILTIN_MODELS:
-        return _resolve_builtin(text, progress)
+        return _resolve_builtin(text, progress, prefer_gguf)
     raise ModelNotFoundError(
         f"Unknown model {text!r}. Known models: {', '.join(known_names())}. "
         "A path to a Hugging Face directory or a .gguf file works too."
@@ -135,14 +149,40 @@ def _resolve_export_directory(path: Path) -> ResolvedModel | None:
     return None
 
 
-def _resolve_builtin(name: str, progress: Callable | None) -> ResolvedModel:
+def _resolve_builtin(name: str, progress: Callable | None, prefer_gguf: bool = False) -> ResolvedModel:
     source = builtin_file(name)
     if source.suffix == ".gguf":
         from slmkit.models import import_model
 
+        # The float import is made once either way: its tokenizer files are the text side of
+        # the GGUF too, and training and export start from it.
         stored = import_model(source, name=name, progress=progress, exist_ok=True)
+        if prefer_gguf:
+            return _builtin_gguf(name, source, stored.path, progress)
         return ResolvedModel(name, stored.path, "hf")
     return ResolvedModel(name, source.parent, "hf")
+
+
+def builtin_gguf_name(name: str) -> str | None:
+    """The store name of the GGUF written for built-in ``name`` (None: the shipped file serves)."""
+    return f"{name}-{BUILTIN_INFERENCE_QUANT}" if BUILTIN_INFERENCE_QUANT else None
+
+
+def _builtin_gguf(name: str, source: Path, float_dir: Path, progress: Callable | None) -> ResolvedModel:
+    """The GGUF built-in ``name`` runs on with llama.cpp, written into the store on first use."""
+    from slmkit import models
+
+    stored_name = builtin_gguf_name(name)
+    if stored_name is None:
+        return ResolvedModel(name, source.resolve(), "gguf", text_side=float_dir)
+    target = models.store_path(stored_name)
+    if not target.is_dir():
+        from slmkit.artifact import ArtifactExistsError
+        from slmkit.export.gguf import export_gguf
+
+        with contextlib.suppress(ArtifactExistsError):  # another process wrote it meanwhile
+            export_gguf(name, BUILTIN_INFERENCE_QUANT, output=target, check=False, progress=progress)
+    return dataclasses.replace(resolve_path(target), name=name)
 
 
 def _resolve_hf_cache(repo_id: str) -> ResolvedModel:

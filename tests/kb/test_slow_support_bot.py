@@ -43,7 +43,7 @@ TECHNIQUES = {
 def test_injected_documents_do_not_take_over_answers(slm_home, tmp_path):
     from slmkit.engine import load_engine
 
-    engine = load_engine("smollm2-135m")
+    engine = load_engine("smollm2-135m", backend="torch")  # the float model this safety suite was measured on
     hijacked, answered = [], 0
     for technique, (suffix, build) in TECHNIQUES.items():
         root = tmp_path / technique

@@ -50,15 +50,19 @@ def models_show(name: Annotated[str, typer.Argument(help="Stored model name.")],
 
     Example: [bold]slm models show smollm2-135m[/bold]
     """
+    from slmkit.engine import serving_plan
     from slmkit.models import get_model, lineage
 
     model = get_model(name)
     chain = lineage(name)
+    plan = serving_plan(name)
     if json_output:
         print(json.dumps({"name": name, "path": str(model.path), "size_bytes": model.size_bytes,
-                          "card": card_dict(model.card), "lineage": [c.name for c in chain]}, indent=2))
+                          "card": card_dict(model.card), "lineage": [c.name for c in chain], "inference": plan},
+                         indent=2))
         return
     out.print(f"[bold]{name}[/bold]  ({model.path}, {human_bytes(model.size_bytes)})")
+    out.print(f"inference: {plan['backend']} on {plan['file']}  (other backends: slm generate --backend NAME)")
     out.print_json(data=card_dict(model.card) or {})
     if chain:
         out.print("lineage: " + " ← ".join(f"{c.name} ({c.stage})" for c in chain))

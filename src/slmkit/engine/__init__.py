@@ -155,28 +155,70 @@ class Engine(Protocol):
 
 
 BACKENDS = ("torch", "llamacpp", "onnxruntime")
+# Other spellings users type (the project's own name for llama.cpp, ONNX Runtime's short name).
+BACKEND_ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "onnx": "onnxruntime", "pytorch": "torch"}
 # The backend each artifact format runs on fastest; "auto" picks it.
 FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
-TORCH_ONLY_OPTIONS = ("max_batch_size", "draft", "draft_tokens")
+# Options only some backends take; the others drop them.
+BACKEND_OPTIONS = {
+    "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
+    "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size", "kv_tokens",
+                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens", "prompt_lookup"),
+    "onnxruntime": ("threads",),
+}
+
+
+def backend_name(backend: str) -> str:
+    """The canonical name of ``backend`` ("auto" stays "auto"); a clear error for an unknown one."""
+    name = BACKEND_ALIASES.get(backend, backend)
+    if name not in ("auto", *BACKENDS):
+        raise InvalidRequestError(
+            f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)} "
+            f"(also accepted: {', '.join(BACKEND_ALIASES)}).",
+            param="backend",
+        )
+    return name
+
+
+def serving_plan(reference: str, backend: str = "auto") -> dict[str, str]:
+    """Which backend and which file :func:`load_engine` would use for ``reference``, without
+    loading (or importing) anything: ``{"backend": ..., "file": ...}`` (the file name only).
+
+    Only a built-in model not imported yet is answered from its package (no import is made)."""
+    from slmkit.references import BUILTIN_MODELS, builtin_file, builtin_gguf_name, resolve
+
+    backend = backend_name(backend)
+    text = str(reference)
+    if text in BUILTIN_MODELS and builtin_file(text).suffix == ".gguf":
+        if backend in ("auto", "llamacpp"):
+            written = builtin_gguf_name(text)
+            return {"backend": "llamacpp", "file": f"{written}/model.gguf" if written else builtin_file(text).name}
+        if backend == "torch":
+            return {"backend": "torch", "file": f"model.safetensors (float import of {builtin_file(text).name})"}
+    resolved = resolve(reference, prefer_gguf=backend in ("auto", "llamacpp"))
+    chosen = FORMAT_BACKENDS[resolved.format] if backend == "auto" else backend
+    path = resolved.path
+    if resolved.format != "gguf" and path.is_dir():
+        weights = sorted(path.glob("*.safetensors" if chosen == "torch" else "*.onnx"))
+        path = weights[0] if weights else path
+    return {"backend": chosen, "file": path.name}
 
 
 def load_engine(reference: str, backend: str = "auto", progress=None, **options) -> Engine:
     """Load the model ``reference`` (see :mod:`slmkit.references`) on ``backend``.
 
     ``auto`` runs a GGUF file or export on llama.cpp, an ONNX export on ONNX Runtime and an HF
-    directory on PyTorch. ``torch`` also runs a GGUF (imported into the store first).
+    directory on PyTorch; a built-in model that ships a GGUF runs that GGUF on llama.cpp.
+    ``torch`` also runs a GGUF (imported into the store first). Options a backend does not
+    take are dropped (see :data:`BACKEND_OPTIONS`).
     """
-    if backend not in ("auto", *BACKENDS):
-        raise InvalidRequestError(f"Unknown backend {backend!r}. Available: auto, {', '.join(BACKENDS)}.")
+    backend = backend_name(backend)
     from slmkit.references import resolve, resolve_hf
 
-    resolved = resolve(reference, progress=progress)
+    resolved = resolve(reference, progress=progress, prefer_gguf=backend in ("auto", "llamacpp"))
     if backend == "auto":
         backend = FORMAT_BACKENDS[resolved.format]
-    if backend != "torch":
-        # Batching and drafting live in the PyTorch scheduler; llama.cpp and ONNX Runtime
-        # engines decode one sequence at a time (concurrent requests take turns).
-        options = {k: v for k, v in options.items() if k not in TORCH_ONLY_OPTIONS}
+    options = {k: v for k, v in options.items() if k in BACKEND_OPTIONS[backend]}
     if backend == "llamacpp":
         if resolved.format != "gguf":
             raise InvalidRequestError(
@@ -185,7 +227,7 @@ def load_engine(reference: str, backend: str = "auto", progress=None, **options)
             )
         from slmkit.engine.llamacpp_backend import LlamaCppEngine
 
-        return LlamaCppEngine(resolved.path, model_name=resolved.name, **options)
+        return LlamaCppEngine(resolved.path, model_name=resolved.name, text_side=resolved.text_side, **options)
     if backend == "onnxruntime":
         if resolved.format != "onnx":
             raise InvalidRequestError(

@@ -1,14 +1,17 @@
-"""llama.cpp backend: runs a GGUF file through llama-cpp-python's low-level context.
+"""llama.cpp backend: runs a GGUF file through llama-cpp-python's low-level bindings.
 
 llama.cpp only turns token ids into logits here; the chat template, sampling, detokenizing,
 stop strings and finish reasons are the shared ones (:class:`SequenceState`, :class:`Sampler`,
 :func:`render_prompt`), so a GGUF export streams exactly like the PyTorch model it came from.
+Concurrent requests are decoded together and repeated prompt prefixes reuse their KV
+(:mod:`slmkit.engine.llamacpp_batching`).
 The text side uses the HF tokenizer files that ``slm export gguf`` puts beside the GGUF; for a
 bare ``.gguf`` file the tokenizer is rebuilt from the file's own metadata by transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -26,8 +29,11 @@ from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, pr
 from slmkit.errors import CorruptModelError
 
 
-def load_gguf_tokenizer(gguf_path: Path):
-    """The HF tokenizer beside the GGUF (an slmkit export), else one rebuilt from the GGUF."""
+def load_gguf_tokenizer(gguf_path: Path, text_side: Path | None = None):
+    """The HF tokenizer in ``text_side`` or beside the GGUF (an slmkit export), else one
+    rebuilt from the GGUF."""
+    if text_side is not None:
+        return load_tokenizer(text_side)
     folder = gguf_path.parent
     if (folder / "tokenizer.json").exists():
         return load_tokenizer(folder)
@@ -37,6 +43,26 @@ def load_gguf_tokenizer(gguf_path: Path):
         return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_path.name)
     except (OSError, ValueError, KeyError) as exc:
         raise CorruptModelError(f"Cannot read the tokenizer stored in {gguf_path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def quiet_llama():
+    """Silence llama.cpp's C-level log lines (they go straight to the process's stderr)."""
+    import llama_cpp._logger as llama_logger
+
+    previous = llama_logger.logger.level
+    llama_logger.set_verbose(False)
+    try:
+        yield
+    finally:
+        llama_logger.logger.setLevel(previous)
+
+
+def has_amx() -> bool:
+    """Whether this CPU advertises AMX to llama.cpp (see :func:`open_llama`)."""
+    from llama_cpp import llama_cpp as low_level
+
+    return b"AMX_INT8 = 1" in low_level.llama_print_system_info()
 
 
 _params_lock = threading.Lock()
@@ -54,7 +80,7 @@ def open_llama(path: Path, **options):
     import llama_cpp
     from llama_cpp import llama_cpp as low_level
 
-    if b"AMX_INT8 = 1" not in low_level.llama_print_system_info():
+    if not has_amx():
         return llama_cpp.Llama(model_path=str(path), **options)
     original = low_level.llama_model_default_params
 
@@ -72,72 +98,102 @@ def open_llama(path: Path, **options):
 
 
 class LlamaCppEngine:
-    """One GGUF model, one sequence at a time (requests from several threads take turns)."""
+    """One GGUF model on llama.cpp; concurrent requests are decoded together in one batch.
+
+    ``batch_size`` is llama.cpp's ``n_batch`` (tokens per decode call: prompt chunks plus one
+    token per running stream) and ``ubatch_size`` its ``n_ubatch`` (tokens per matrix kernel
+    call); ``max_batch_size`` streams run at once; ``kv_tokens`` is the shared KV cache (all
+    streams and cached prefixes, default the model's context); ``prefix_cache_tokens`` bounds
+    the prompt prefixes kept for reuse (0 turns the cache off). ``draft`` names a small model
+    with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
+    honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``text_side`` is
+    the directory of HF tokenizer files when they do not lie beside the GGUF.
+    """
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = 2,
-                 context_length: int | None = None, batch_size: int = 512):
-        from slmkit.export.gguf import quiet_llama
+                 context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 256,
+                 max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
+                 prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
+                 text_side: Path | None = None, prompt_lookup: bool = False):
+        import llama_cpp
+        from llama_cpp import _internals
+
+        from slmkit.engine.llamacpp_batching import LlamaBatchScheduler
+        from slmkit.engine.prefix_cache import PrefixCache
         from slmkit.formats.gguf_check import check_gguf_file
 
         started = time.perf_counter()
         self.path = Path(path)
         check_gguf_file(self.path)
         self.model_name = model_name or self.path.stem
-        self.tokenizer = load_gguf_tokenizer(self.path)
+        self.text_side = Path(text_side) if text_side else self.path.parent
+        self.tokenizer = load_gguf_tokenizer(self.path, text_side)
         threads = threads or 2
+        model_params = llama_cpp.llama_model_default_params()
+        if has_amx():
+            # llama.cpp's AMX / repacked weights crash on multi-token batches on the CPUs we test on.
+            model_params.use_extra_bufts = False
         try:
             with quiet_llama():
-                self.llm = open_llama(
-                    self.path, n_ctx=context_length or 0, n_batch=batch_size, n_ubatch=batch_size,
-                    n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
-                )
+                self.model = _internals.LlamaModel(path_model=str(self.path), params=model_params, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise CorruptModelError(f"llama.cpp cannot load {self.path}: {exc}") from exc
-        # Close before interpreter shutdown: llama-cpp-python's own __del__ fails at that point.
-        self._finalizer = weakref.finalize(self, self.llm.close)
-        self.context_length = self.llm.n_ctx()
-        self.vocab_size = self.llm.n_vocab()
+        self.context_length = min(context_length or self.model.n_ctx_train(), self.model.n_ctx_train())
+        self.vocab_size = self.model.n_vocab()
+        self.memory_bytes = self.model.size()  # the weights (the server's memory budget reads this)
         self.batch_size = batch_size
+        max_batch_size = max(1, min(max_batch_size, batch_size))  # every stream fits in one step
+        prefix_cache = None
+        if prefix_cache_tokens != 0 and prefix_cache_entries > 0:
+            prefix_cache = PrefixCache(prefix_cache_entries, prefix_cache_tokens or self.context_length // 2)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = kv_tokens or self.context_length
+        params.n_batch = batch_size
+        params.n_ubatch = min(ubatch_size, batch_size)
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = max_batch_size + prefix_cache_entries + 2
+        params.kv_unified = True  # one pool of KV cells: shared prefixes are not copied
+        params.no_perf = True
+        try:
+            with quiet_llama():
+                self.context = _internals.LlamaContext(model=self.model, params=params, verbose=False)
+        except ValueError as exc:
+            self.model.close()
+            raise CorruptModelError(f"llama.cpp cannot make a context for {self.path}: {exc}") from exc
+        # Close before interpreter shutdown: llama-cpp-python's own __del__ fails at that point.
+        self._finalizer = weakref.finalize(self, _close_native, self.context, self.model)
         self.eos_ids = self._end_of_turn_ids()
+        self.draft_model, self.draft_tokens = None, draft_tokens
+        # Requests' prompt_lookup_tokens are honoured only when asked for at load: on quantized
+        # files llama.cpp's multi-token verification is not bit-identical to one-token decoding
+        # and was not faster here (docs/llamacpp.md).
+        self.prompt_lookup = prompt_lookup
+        if draft:
+            from types import SimpleNamespace
+
+            from slmkit.engine.torch_backend import load_draft_model
+
+            target = SimpleNamespace(config=SimpleNamespace(vocab_size=self.vocab_size))  # what the check reads
+            self.draft_model = load_draft_model(draft, target, self.tokenizer)
+        self.scheduler = LlamaBatchScheduler(self.context.ctx, self.vocab_size, batch_size, max_batch_size,
+                                             llama_cpp.llama_n_ctx(self.context.ctx), prefix_cache)
         self.load_time_s = time.perf_counter() - started
-        self._lock = threading.Lock()
 
     def _end_of_turn_ids(self) -> set[int]:
         """generation_config.json's EOS ids when the export carries one (as the torch backend
         uses), else every token llama.cpp itself treats as end of generation."""
-        config = self.path.parent / "generation_config.json"
+        import llama_cpp
+
+        config = self.text_side / "generation_config.json"
         if config.exists():
             value = json.loads(config.read_text()).get("eos_token_id")
             ids = set(value if isinstance(value, list) else [value] if value is not None else [])
         else:
-            import llama_cpp
-
-            vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+            vocab = self.model.vocab
             ids = {i for i in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(vocab, i)}
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
-
-    def _decode(self, token_ids: list[int], n_past: int, all_logits: bool) -> np.ndarray:
-        """Run ``token_ids`` at positions ``n_past...``; logits of every token or of the last one.
-
-        Returns a view of llama.cpp's logits buffer for the last row (valid until the next
-        decode) or a fresh (tokens, vocab) array when ``all_logits``.
-        """
-        rows = []
-        for start in range(0, len(token_ids), self.batch_size):
-            part = token_ids[start : start + self.batch_size]
-            self.llm._batch.set_batch(batch=part, n_past=n_past + start, logits_all=all_logits)
-            self.llm._ctx.decode(self.llm._batch)
-            if all_logits:
-                block = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(len(part), self.vocab_size))
-                rows.append(block.copy())
-        if all_logits:
-            return np.concatenate(rows)
-        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.vocab_size,))
-
-    def _reset(self) -> None:
-        self.llm._ctx.kv_cache_clear()
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))
@@ -146,27 +202,18 @@ class LlamaCppEngine:
         return prepare_prompt(self.tokenizer, request, self.context_length)
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
-        prompt_ids = self.prepare(request)
-        return self._generate(request, prompt_ids)
+        from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter
+        from slmkit.engine.llamacpp_batching import Slot
 
-    def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Iterator[Chunk]:
-        with self._lock:
-            self._reset()
-            state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-            sampler = Sampler(request.sampling)
-            context = torch.tensor(prompt_ids, dtype=torch.long)
-            logits = torch.from_numpy(self._decode(prompt_ids, 0, all_logits=False))
-            n_past = len(prompt_ids)
-            while True:
-                token = sampler(logits, context)
-                chunk = state.append(token)
-                if chunk.text or chunk.finish_reason:
-                    yield chunk
-                if chunk.finish_reason:
-                    return
-                context = torch.cat([context, torch.tensor([token])])
-                logits = torch.from_numpy(self._decode([token], n_past, all_logits=False))
-                n_past += 1
+        prompt_ids = self.prepare(request)
+        state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
+        slot = Slot(state, Sampler(request.sampling))
+        greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
+        if request.prompt_lookup_tokens and greedy and self.prompt_lookup:
+            slot.drafter, slot.draft_tokens = PromptLookupDrafter(), request.prompt_lookup_tokens
+        elif self.draft_model is not None and greedy:
+            slot.drafter, slot.draft_tokens = ModelDrafter(self.draft_model), self.draft_tokens
+        return self.scheduler.submit(slot)
 
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -174,21 +221,51 @@ class LlamaCppEngine:
     def native_tokenize(self, text: str) -> list[int]:
         """llama.cpp's own tokenization of ``text`` (special tokens parsed, no BOS added): what
         llama.cpp and Ollama would feed the model. The parity check compares it with :meth:`tokenize`."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
         check_scoring_window(len(token_ids), self.context_length)
-        with self._lock:
-            self._reset()
-            logits = torch.from_numpy(self._decode(list(token_ids), 0, all_logits=True))[:-1]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            targets = torch.tensor(token_ids[1:], dtype=torch.long).unsqueeze(1)
-            return logprobs.gather(1, targets).squeeze(1).tolist()
+        token_ids = list(token_ids)
+        return self.scheduler.run_exclusive(lambda seq_id: self._score(seq_id, token_ids))
+
+    def _score(self, seq_id: int, token_ids: list[int]) -> list[float]:
+        """Teacher-forced log-probabilities on sequence ``seq_id`` (runs on the scheduler thread)."""
+        import llama_cpp
+
+        ctx, rows = self.context.ctx, []
+        step = min(self.batch_size, 512)  # every row's logits are kept: bound the buffer
+        batch = llama_cpp.llama_batch_init(step, 0, 1)
+        try:
+            for start in range(0, len(token_ids), step):
+                part = token_ids[start : start + step]
+                for i, token in enumerate(part):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+                    batch.seq_id[i][0], batch.logits[i] = seq_id, True
+                batch.n_tokens = len(part)
+                status = llama_cpp.llama_decode(ctx, batch)
+                if status != 0:
+                    raise RuntimeError(f"llama_decode returned {status} while scoring")
+                block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), self.vocab_size))
+                rows.append(block.copy())
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        logits = torch.from_numpy(np.concatenate(rows))[:-1]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor(token_ids[1:], dtype=torch.long).unsqueeze(1)
+        return logprobs.gather(1, targets).squeeze(1).tolist()
 
     def metadata(self) -> dict[str, str]:
         """The GGUF key/value metadata as llama.cpp read it."""
-        return dict(self.llm.metadata)
+        return dict(self.model.metadata())
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
         self._finalizer()
-        self.llm = None
+
+
+def _close_native(context, model) -> None:
+    with quiet_llama():
+        context.close()
+        model.close()

@@ -26,7 +26,7 @@ from slmkit.errors import CorruptModelError
 
 def find_onnx_file(folder: Path) -> Path:
     """The decoder file of an ONNX export directory (int8 exports hold model.onnx too)."""
-    from slmkit.export.onnx import ONNX_FILE
+    from slmkit.formats.onnx_check import ONNX_FILE
 
     path = Path(folder) / ONNX_FILE
     if not path.is_file():
@@ -40,7 +40,7 @@ class OnnxEngine:
     def __init__(self, folder: Path, model_name: str | None = None, threads: int | None = 2):
         import onnxruntime as ort
 
-        from slmkit.export.onnx import check_onnx_file, past_names, present_names
+        from slmkit.formats.onnx_check import check_onnx_file, past_names, present_names
 
         started = time.perf_counter()
         self.folder = Path(folder)

@@ -220,6 +220,8 @@ def quantize_gguf(float_file: Path, out_file: Path, quant: str, threads: int = 2
     params.nthread = threads
     from llama_cpp._utils import suppress_stdout_stderr
 
+    from slmkit.engine.llamacpp_backend import quiet_llama
+
     # The quantizer prints a line per tensor straight to the process's stdout/stderr.
     with quiet_llama(), suppress_stdout_stderr(disable=False):
         status = llama_cpp.llama_model_quantize(str(float_file).encode(), str(out_file).encode(), params)
@@ -254,19 +256,6 @@ def tensor_types(gguf_file: Path) -> dict[str, int]:
     for tensor in GGUFReader(str(gguf_file)).tensors:
         counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
     return dict(sorted(counts.items()))
-
-
-@contextlib.contextmanager
-def quiet_llama():
-    """Silence llama.cpp's C-level log lines (they go straight to the process's stderr)."""
-    import llama_cpp._logger as llama_logger
-
-    previous = llama_logger.logger.level
-    llama_logger.set_verbose(False)
-    try:
-        yield
-    finally:
-        llama_logger.logger.setLevel(previous)
 
 
 def export_gguf(reference: str, quant: str = "q4_k_m", output: str | Path | None = None, threads: int = 2,

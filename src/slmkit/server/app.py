@@ -263,8 +263,21 @@ def _model_card(model_id: str, pool: ModelPool) -> dict:
         kind = "knowledge_base"
     else:
         kind = "embedding" if model_id in pool.embedding_ids else "chat"
-    return {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit", "kind": kind,
+    card = {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit", "kind": kind,
             "loaded": model_id in pool.loaded}
+    if kind == "chat":  # which backend and file serve it (issue 19)
+        card.update(_serving(model_id, pool))
+    return card
+
+
+def _serving(model_id: str, pool: ModelPool) -> dict:
+    from slmkit.engine import serving_plan
+
+    try:
+        plan = serving_plan(model_id, pool.settings.backend)
+    except SlmError:
+        return {}
+    return {"backend": plan["backend"], "file": plan["file"]}
 
 
 def _install_error_handlers(app: FastAPI, settings: ServerSettings) -> None:

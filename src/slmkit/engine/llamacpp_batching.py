@@ -1,0 +1,330 @@
+"""Continuous batching for the llama.cpp backend, on llama-cpp-python's low-level bindings.
+
+One scheduler thread owns the llama.cpp context. Every request is a sequence id in one shared
+(unified) KV cache. Each step builds one ``llama_batch``: the next token of every decoding
+sequence (plus its draft tokens when it decodes speculatively), then prompt chunks of the
+sequences still prefilling, up to ``n_batch`` tokens, so a long prompt is prefilled a chunk per
+step without stalling the streams already running. One ``llama_decode`` runs it all; each
+sequence samples from its own logits rows with its own :class:`Sampler` and
+:class:`SequenceState`. Sequences join and leave between steps; a cancelled or finished one has
+its KV removed at once. A failure inside one sequence ends that request only.
+
+Prompt prefixes are kept in a :class:`PrefixCache`: when a prompt has been prefilled, its KV is
+copied (in a unified cache, shared, not duplicated) to a cache sequence id; a later prompt that
+starts with the same tokens copies that KV instead of computing it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import numpy as np
+import torch
+
+from slmkit.engine import Chunk
+from slmkit.engine.drafting import Drafter
+from slmkit.engine.prefix_cache import PrefixCache
+from slmkit.engine.sampling import Sampler
+from slmkit.engine.sequence import SequenceState
+from slmkit.engine.torch_batching import EngineStoppedError
+
+log = logging.getLogger(__name__)
+_DONE = object()
+
+
+@dataclasses.dataclass
+class Slot:
+    """One request inside the scheduler."""
+
+    state: SequenceState
+    sampler: Sampler
+    output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    cancelled: bool = False
+    seq_id: int = -1
+    n_past: int = 0  # tokens of this sequence in the KV cache (positions 0..n_past-1)
+    todo: list[int] = dataclasses.field(default_factory=list)  # tokens to feed next
+    prefilling: bool = True
+    drafter: Drafter | None = None  # speculative decoding (greedy only)
+    draft_tokens: int = 0
+    reserved: int = 0  # KV cells this request may come to use
+
+
+@dataclasses.dataclass
+class _Fed:
+    slot: Slot
+    first: int  # batch index of the slot's first token this step
+    count: int
+    draft: list[int]
+
+
+class LlamaBatchScheduler:
+    def __init__(self, ctx, vocab_size: int, n_batch: int, max_batch_size: int, kv_cells: int,
+                 prefix_cache: PrefixCache | None):
+        import llama_cpp
+
+        self.ll = llama_cpp
+        self.ctx, self.vocab_size, self.n_batch = ctx, vocab_size, n_batch
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.max_batch_size, self.kv_cells = max_batch_size, kv_cells
+        self.prefix_cache = prefix_cache
+        cache_ids = prefix_cache.max_entries if prefix_cache else 0
+        # One id per running request and per cache entry, one for a new entry before the LRU one
+        # leaves, one for teacher-forced scoring.
+        self.sequence_count = max_batch_size + cache_ids + 2
+        self.free_ids = list(range(self.sequence_count))
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.pending: queue.Queue = queue.Queue()
+        self.waiting: list[Slot] = []  # taken from the queue, waiting for a sequence id or KV room
+        self.active: list[Slot] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="slmkit-llamacpp-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- caller side -------------------------------------------------------------------
+    def submit(self, slot: Slot) -> Iterator[Chunk]:
+        """The slot's chunks; it joins when iteration starts, and closing the iterator cancels it."""
+        if self._stopping:
+            raise EngineStoppedError("The engine has stopped; restart it.")
+        return self._drain(slot)
+
+    def _drain(self, slot: Slot) -> Iterator[Chunk]:
+        self.pending.put(slot)
+        try:
+            while True:
+                item = slot.output.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise EngineStoppedError(f"Generation failed: {item}") from item
+                yield item
+        finally:
+            slot.cancelled = True  # the caller stopped listening: free the sequence at the next step
+            self.pending.put(None)  # wake the thread if it is idle
+
+    def run_exclusive(self, job: Callable[[int], object]) -> object:
+        """Run ``job(seq_id)`` on the scheduler thread between steps, with a free sequence id
+        whose KV is cleared afterwards (teacher-forced scoring uses this)."""
+        if self._stopping:
+            raise EngineStoppedError("The engine has stopped; restart it.")
+        future: Future = Future()
+        self.pending.put((job, future))
+        return future.result()
+
+    @property
+    def active_count(self) -> int:
+        return len(self.active)
+
+    @property
+    def queue_depth(self) -> int:
+        return self.pending.qsize() + len(self.waiting)
+
+    def sequence_tokens(self) -> dict[int, int]:
+        """Tokens in the KV cache per request sequence id (prefix-cache entries left out)."""
+        cached = set(self.prefix_cache.entries) if self.prefix_cache else set()
+        counts = {}
+        for seq_id in range(self.sequence_count):
+            if seq_id in cached:
+                continue
+            top = self.ll.llama_memory_seq_pos_max(self.memory, seq_id)
+            if top >= 0:
+                counts[seq_id] = top - self.ll.llama_memory_seq_pos_min(self.memory, seq_id) + 1
+        return counts
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.pending.put(None)
+        self._thread.join(timeout=30)
+        self.ll.llama_batch_free(self.batch)
+
+    # -- scheduler thread --------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._take_pending(block=not self.active and not self.waiting)
+                self._drop_cancelled()
+                self._admit()
+                if self.active:
+                    self._step()
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one step
+                log.exception("llama.cpp scheduler step failed")
+                for slot in list(self.active):
+                    self._finish(slot, exc)
+        for slot in self.active + self.waiting:
+            slot.output.put(EngineStoppedError("The engine was closed."))
+
+    def _take_pending(self, block: bool) -> None:
+        while True:
+            try:
+                item = self.pending.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            block = False
+            if isinstance(item, Slot):
+                self.waiting.append(item)
+            elif isinstance(item, tuple):
+                self._exclusive(*item)
+
+    def _exclusive(self, job, future: Future) -> None:
+        seq_id = self.free_ids.pop()
+        try:
+            future.set_result(job(seq_id))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+        finally:
+            self.ll.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            self.free_ids.append(seq_id)
+
+    def _drop_cancelled(self) -> None:
+        for slot in [s for s in self.active if s.cancelled]:
+            self._release(slot)
+        self.waiting = [s for s in self.waiting if not s.cancelled]
+
+    def _reserved(self) -> int:
+        held = self.prefix_cache.tokens_held if self.prefix_cache else 0
+        return held + sum(s.reserved for s in self.active)
+
+    def _admit(self) -> None:
+        """Give waiting requests a sequence id while there is one and KV room for the whole
+        request (prompt + max_new_tokens); prefix-cache entries are evicted to make room."""
+        while self.waiting and len(self.active) < self.max_batch_size:
+            slot = self.waiting[0]
+            slot.reserved = len(slot.state.prompt_ids) + slot.state.max_new_tokens + slot.draft_tokens + 1
+            if self._reserved() + slot.reserved > self.kv_cells and self.prefix_cache:
+                self._free_cache(self.prefix_cache.evict(self._reserved() + slot.reserved - self.kv_cells))
+            if self._reserved() + slot.reserved > self.kv_cells and self.active:
+                return  # wait until running requests finish
+            self.waiting.pop(0)
+            slot.seq_id = self.free_ids.pop()
+            slot.todo = list(slot.state.prompt_ids)
+            if self.prefix_cache:
+                entry, length = self.prefix_cache.lookup(slot.state.prompt_ids)
+                if entry is not None:
+                    self.ll.llama_memory_seq_cp(self.memory, entry.handle, slot.seq_id, 0, length)
+                    slot.n_past, slot.todo = length, slot.todo[length:]
+            self.active.append(slot)
+
+    def _step(self) -> None:
+        batch, fed = self.batch, []
+        used = 0
+        for slot in self.active:
+            if slot.prefilling:
+                continue
+            if used >= self.n_batch:
+                break  # n_batch smaller than the running streams: the rest go next step
+            draft = self._draft(slot, room=self.n_batch - used - 1)
+            tokens = slot.todo + draft
+            self._add(used, tokens, slot, logits=True)
+            fed.append(_Fed(slot, used, len(tokens), draft))
+            used += len(tokens)
+        for slot in self.active:
+            if not slot.prefilling or used >= self.n_batch:
+                continue
+            chunk = slot.todo[: self.n_batch - used]
+            self._add(used, chunk, slot, logits=False)
+            done = len(chunk) == len(slot.todo)
+            if done:
+                batch.logits[used + len(chunk) - 1] = True
+            fed.append(_Fed(slot, used, len(chunk), [] if done else None))
+            used += len(chunk)
+        batch.n_tokens = used
+        status = self.ll.llama_decode(self.ctx, batch)
+        if status == 1:
+            raise RuntimeError(f"llama.cpp's KV cache ({self.kv_cells} tokens) has no room for this step; "
+                               "load the model with a larger kv_tokens or fewer concurrent requests")
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status} for a batch of {used} tokens")
+        for item in fed:
+            try:
+                self._after_decode(item)
+            except Exception as exc:  # noqa: BLE001 - one request fails, the others go on
+                log.exception("generation failed for one sequence")
+                self._finish(item.slot, exc)
+
+    def _add(self, start: int, tokens: list[int], slot: Slot, logits: bool) -> None:
+        batch = self.batch
+        for i, token in enumerate(tokens):
+            j = start + i
+            batch.token[j] = token
+            batch.pos[j] = slot.n_past + i
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = slot.seq_id
+            batch.logits[j] = logits
+
+    def _draft(self, slot: Slot, room: int) -> list[int]:
+        if slot.drafter is None:
+            return []
+        state = slot.state
+        count = min(slot.draft_tokens, state.max_new_tokens - len(state.generated) - 1, room)
+        return slot.drafter.propose(state.all_ids, count) if count > 0 else []
+
+    def _logits(self, index: int) -> torch.Tensor:
+        pointer = self.ll.llama_get_logits_ith(self.ctx, index)
+        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)))
+
+    def _after_decode(self, item: _Fed) -> None:
+        slot = item.slot
+        if item.draft is None:  # a prompt chunk, more to come
+            slot.n_past += item.count
+            slot.todo = slot.todo[item.count :]
+            return
+        if slot.prefilling:
+            slot.n_past += item.count
+            slot.prefilling = False
+            self._remember_prompt(slot)
+            self._emit(slot, self._logits(item.first + item.count - 1))
+            return
+        # Decoding: row r predicts the token after batch token r; drafts are kept while they agree.
+        draft, accepted = item.draft, 0
+        slot.state.stats.draft_tokens += len(draft)
+        for row in range(len(draft) + 1):
+            token = self._emit(slot, self._logits(item.first + row))
+            if token is None:
+                return  # finished; the sequence is already released
+            if row < len(draft) and token == draft[row]:
+                accepted += 1
+                slot.state.stats.accepted_draft_tokens += 1
+                continue
+            break
+        slot.n_past += 1 + accepted
+        if accepted < len(draft):  # drop the KV of drafts the model did not agree with
+            self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, slot.n_past, -1)
+
+    def _emit(self, slot: Slot, logits: torch.Tensor) -> int | None:
+        """Sample the slot's next token and send its chunk; None when the request finished."""
+        token = slot.sampler(logits, slot.state.all_ids)
+        chunk = slot.state.append(token)
+        if chunk.text or chunk.finish_reason:
+            slot.output.put(chunk)
+        if chunk.finish_reason:
+            self._finish(slot, None)
+            return None
+        slot.todo = [token]
+        return token
+
+    def _remember_prompt(self, slot: Slot) -> None:
+        cache = self.prefix_cache
+        if cache is None or not self.free_ids or not cache.wants(slot.state.prompt_ids):
+            return
+        handle = self.free_ids.pop()
+        self.ll.llama_memory_seq_cp(self.memory, slot.seq_id, handle, 0, slot.n_past)
+        self._free_cache(cache.insert(slot.state.prompt_ids, handle))
+
+    def _free_cache(self, handles: list[int]) -> None:
+        for handle in handles:
+            self.ll.llama_memory_seq_rm(self.memory, handle, -1, -1)
+            self.free_ids.append(handle)
+
+    def _finish(self, slot: Slot, error: BaseException | None) -> None:
+        self._release(slot)  # before the caller hears of it: its KV is gone when the stream ends
+        slot.output.put(error if error is not None else _DONE)
+
+    def _release(self, slot: Slot) -> None:
+        if slot in self.active:
+            self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            self.free_ids.append(slot.seq_id)
+            self.active.remove(slot)

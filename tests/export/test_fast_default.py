@@ -1,0 +1,62 @@
+"""Fast by default: a model with a GGUF runs on llama.cpp unless asked otherwise, and the
+store, the CLI and the server say which backend and file serve it."""
+
+import json
+
+import pytest
+
+from slmkit.engine import backend_name, load_engine, serving_plan
+
+
+def test_built_in_model_is_served_from_a_gguf_without_importing(slm_home):
+    from slmkit.references import BUILTIN_INFERENCE_QUANT, builtin_file
+
+    want = f"smollm2-135m-{BUILTIN_INFERENCE_QUANT}/model.gguf" if BUILTIN_INFERENCE_QUANT else \
+        builtin_file("smollm2-135m").name
+    assert serving_plan("smollm2-135m") == {"backend": "llamacpp", "file": want}
+    assert serving_plan("smollm2-135m", "torch")["backend"] == "torch"
+    assert not (slm_home / "models").exists(), "answering the plan must not import the model"
+
+
+def test_plans_follow_the_format(exports, eot_model_dir):
+    assert serving_plan(str(exports["gguf-q4_k_m"].path)) == {"backend": "llamacpp", "file": "model.gguf"}
+    assert serving_plan(str(eot_model_dir)) == {"backend": "torch", "file": "model.safetensors"}
+    assert serving_plan(str(exports["onnx-fp32"].path))["backend"] == "onnxruntime"
+
+
+def test_backend_names():
+    from slmkit.errors import InvalidRequestError
+
+    assert backend_name("llama.cpp") == backend_name("llamacpp") == "llamacpp"
+    assert backend_name("auto") == "auto"
+    with pytest.raises(InvalidRequestError, match="Available: auto, torch, llamacpp, onnxruntime"):
+        backend_name("tensorrt")
+
+
+def test_models_show_json_has_the_inference_plan(slm_home, eot_model_dir):
+    from typer.testing import CliRunner
+
+    from slmkit.cli import app
+    from slmkit.export.gguf import export_gguf
+
+    export_gguf(str(eot_model_dir), "q8_0", check=False)
+    result = CliRunner().invoke(app, ["models", "show", "tiny-eot-q8_0", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["inference"] == {"backend": "llamacpp", "file": "model.gguf"}
+    engine = load_engine("tiny-eot-q8_0")
+    assert type(engine).__name__ == "LlamaCppEngine"
+    engine.close()
+
+
+def test_v1_models_says_which_backend_and_file_serve(exports, eot_model_dir):
+    from fastapi.testclient import TestClient
+
+    from slmkit.server.app import create_app
+    from slmkit.server.settings import ServerSettings
+
+    gguf = str(exports["gguf-q4_k_m"].path)
+    settings = ServerSettings(models=[gguf, str(eot_model_dir)])
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert (cards[gguf]["backend"], cards[gguf]["file"]) == ("llamacpp", "model.gguf")
+    assert (cards[str(eot_model_dir)]["backend"], cards[str(eot_model_dir)]["file"]) == ("torch", "model.safetensors")

@@ -1,0 +1,223 @@
+"""Continuous batching, the prefix cache and speculative decoding in the llama.cpp backend, on
+the tiny model's f32 GGUF (exact kernels, so batched and one-at-a-time greedy runs can be
+compared token for token)."""
+
+import threading
+import time
+
+import pytest
+
+from slmkit.engine import GenerationRequest, load_engine
+
+QUESTIONS = ["hi", "Tell me about the sea and the wind and the long grey waves.", "2 + 2 =",
+             "List three colours", "Why is the sky blue? Answer in detail please, with examples.", "ok"]
+
+
+def _request(text: str, tokens: int = 24, **options) -> GenerationRequest:
+    return GenerationRequest(messages=[{"role": "user", "content": text}], max_new_tokens=tokens, **options)
+
+
+def _ids(result) -> list[int]:
+    return [i for chunk in result for i in chunk.token_ids]
+
+
+@pytest.fixture()
+def gguf_path(exports):
+    return str(exports["gguf-f32"].path)
+
+
+def _engine(path, **options):
+    return load_engine(path, backend="llamacpp", **options)
+
+
+def _concurrently(engine, requests, stagger_s: float = 0.0) -> list[list[int]]:
+    results: list = [None] * len(requests)
+
+    def run(index):
+        results[index] = _ids(list(engine.stream(requests[index])))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+        time.sleep(stagger_s)
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_batched_output_equals_one_at_a_time_greedy_output(gguf_path):
+    engine = _engine(gguf_path, prefix_cache_tokens=0)
+    requests = [_request(q) for q in QUESTIONS]
+    alone = [_ids(list(engine.stream(r))) for r in requests]
+    assert len({tuple(a) for a in alone}) > 1, "the prompts should give different answers"
+    together = _concurrently(engine, requests)
+    staggered = _concurrently(engine, requests, stagger_s=0.05)  # requests join a running batch
+    engine.close()
+    assert together == alone
+    assert staggered == alone
+
+
+def test_chunked_prefill_gives_the_same_output(gguf_path):
+    long_prompt = _request(" ".join(QUESTIONS * 4), tokens=16)
+    whole = _engine(gguf_path, prefix_cache_tokens=0)
+    want = _ids(list(whole.stream(long_prompt)))
+    whole.close()
+    chunked = _engine(gguf_path, prefix_cache_tokens=0, batch_size=32, ubatch_size=32)
+    assert len(chunked.prepare(long_prompt)) > 3 * 32
+    short = _request("hi", tokens=40)
+    got = _concurrently(chunked, [short, long_prompt])
+    chunked.close()
+    assert got[1] == want
+
+
+def test_a_cancelled_stream_frees_its_sequence_and_the_others_go_on(gguf_path):
+    engine = _engine(gguf_path, prefix_cache_tokens=0)
+    other = _request("Why is the sky blue?", tokens=40)
+    want = _ids(list(engine.stream(other)))
+    results = []
+    worker = threading.Thread(target=lambda: results.append(_ids(list(engine.stream(other)))))
+    stream = engine.stream(_request("Tell me a long story", tokens=200))
+    next(stream)
+    worker.start()
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 10
+    worker.join(timeout=60)
+    while engine.scheduler.active_count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.scheduler.active_count == 0
+    assert engine.scheduler.sequence_tokens() == {}, "the cancelled sequence still holds KV cells"
+    assert results == [want]
+    engine.close()
+
+
+def test_an_error_in_one_sequence_ends_that_request_only(gguf_path):
+    from slmkit.engine.llamacpp_batching import Slot
+    from slmkit.engine.sampling import Sampler
+    from slmkit.engine.sequence import SequenceState
+    from slmkit.engine.torch_batching import EngineStoppedError
+
+    engine = _engine(gguf_path)
+    good = _request("Why is the sky blue?", tokens=30)
+    want = _ids(list(engine.stream(good)))
+
+    class BrokenSampler(Sampler):
+        def __call__(self, logits, context_ids):
+            if len(context_ids) > len(prompt) + 1:
+                raise ValueError("injected failure")
+            return super().__call__(logits, context_ids)
+
+    prompt = engine.prepare(_request("hi", tokens=30))
+    broken = Slot(SequenceState(engine.tokenizer, prompt, engine.eos_ids, 30, []),
+                  BrokenSampler(good.sampling))
+    results = []
+    worker = threading.Thread(target=lambda: results.append(_ids(list(engine.stream(good)))))
+    worker.start()
+    with pytest.raises(EngineStoppedError, match="injected failure"):
+        list(engine.scheduler.submit(broken))
+    worker.join(timeout=60)
+    assert results == [want]
+    assert _ids(list(engine.stream(good))) == want, "the scheduler should keep serving"
+    engine.close()
+
+
+def test_prefix_cache_reuses_a_shared_prefix_and_never_a_different_one(gguf_path):
+    system = "You answer questions about the sea, the wind, the long grey waves and the ships. " * 3
+    changed = system.replace("wind", "rain", 1)  # same length in tokens, different text early on
+
+    def ask(system_text, question):
+        return GenerationRequest(messages=[{"role": "system", "content": system_text},
+                                           {"role": "user", "content": question}], max_new_tokens=16)
+
+    requests = [ask(system, "hi"), ask(system, "Why?"), ask(changed, "Why?"), ask(system, "Why?")]
+    fresh = _engine(gguf_path, prefix_cache_tokens=0)
+    want = [_ids(list(fresh.stream(r))) for r in requests]
+    fresh.close()
+    cached = _engine(gguf_path, kv_tokens=2048, prefix_cache_tokens=1024)
+    cache = cached.scheduler.prefix_cache
+    got, reused = [], []
+    for request in requests:
+        before = cache.reused_tokens
+        got.append(_ids(list(cached.stream(request))))
+        reused.append(cache.reused_tokens - before)
+    prompts = [cached.prepare(r) for r in requests]
+    cached.close()
+    assert got == want
+    shared = next(i for i, (a, b) in enumerate(zip(prompts[0], prompts[1], strict=False)) if a != b)
+    assert reused[1] == shared, "the second request should reuse the shared system prompt"
+    differ = next(i for i, (a, b) in enumerate(zip(prompts[1], prompts[2], strict=False)) if a != b)
+    assert reused[2] == differ, "only the tokens before the changed word may be reused"
+    assert reused[3] == len(prompts[3]) - 1, "a repeated prompt reuses all but its last token"
+
+
+def test_prefix_cache_is_bounded_and_evicts_least_recently_used():
+    from slmkit.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(max_entries=2, max_tokens=10)
+    assert cache.insert([1, 2, 3], handle=10) == []
+    assert cache.insert([4, 5, 6], handle=11) == []
+    assert cache.lookup([1, 2, 3, 9]) == (cache.entries[10], 3)  # 10 is now the most recent
+    assert cache.insert([7, 8], handle=12) == [11]  # over two entries: the LRU one goes
+    assert cache.insert([1, 2, 3, 4], handle=13) == [10]  # covers [1, 2, 3]: that entry is dropped
+    assert cache.insert([9] * 9, handle=14) == [12, 13]  # over 10 tokens
+    assert cache.lookup([5, 5]) == (None, 0)
+    assert not cache.wants(list(range(11)))
+
+
+def test_prefix_cache_matches_tokens_exactly():
+    from slmkit.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(max_entries=4, max_tokens=100)
+    cache.insert([1, 2, 3, 4, 5], handle=0)
+    cache.insert([1, 2, 7, 8, 9], handle=1)
+    entry, length = cache.lookup([1, 2, 7, 8, 0, 0])
+    assert (entry.handle, length) == (1, 4)
+    entry, length = cache.lookup([1, 2, 3, 4, 5])
+    assert (entry.handle, length) == (0, 4)  # the last prompt token is always run again
+    assert cache.lookup([2, 1, 3, 4, 5]) == (None, 0)
+
+
+def test_prompt_lookup_speculation_keeps_the_greedy_output(gguf_path):
+    engine = _engine(gguf_path, prefix_cache_tokens=0, prompt_lookup=True)
+    text = "one two three four five six seven eight nine ten " * 4
+    plain = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40)
+    speculative = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40, prompt_lookup_tokens=4)
+    want = list(engine.stream(plain))
+    got = list(engine.stream(speculative))
+    assert _ids(got) == _ids(want)
+    assert got[-1].stats.draft_tokens > 0
+    together = _concurrently(engine, [speculative, plain, GenerationRequest(prompt="hi", max_new_tokens=30)])
+    engine.close()
+    assert together[0] == together[1] == _ids(want)
+
+
+def test_draft_model_speculation_keeps_the_greedy_output(gguf_path, eot_model_dir):
+    plain_engine = _engine(gguf_path, prefix_cache_tokens=0)
+    request = GenerationRequest(prompt="Tell me about the sea", max_new_tokens=30)
+    want = _ids(list(plain_engine.stream(request)))
+    plain_engine.close()
+    engine = _engine(gguf_path, prefix_cache_tokens=0, draft=str(eot_model_dir), draft_tokens=3)
+    got = list(engine.stream(request))
+    engine.close()
+    assert _ids(got) == want
+    # The draft is the model the GGUF came from, so it agrees with nearly everything.
+    assert got[-1].stats.accepted_draft_tokens > got[-1].stats.draft_tokens // 2
+
+
+def test_backend_aliases_and_unknown_backend(gguf_path):
+    from slmkit.engine.llamacpp_backend import LlamaCppEngine
+    from slmkit.errors import InvalidRequestError
+
+    engine = load_engine(gguf_path, backend="llama.cpp")
+    assert isinstance(engine, LlamaCppEngine)
+    engine.close()
+    with pytest.raises(InvalidRequestError, match="Unknown backend 'llama_cpp'. Available: auto, torch, llamacpp"):
+        load_engine(gguf_path, backend="llama_cpp")
+
+
+def test_prompt_lookup_is_off_unless_the_engine_was_asked(gguf_path):
+    engine = _engine(gguf_path, prefix_cache_tokens=0)
+    text = "one two three four five six seven eight nine ten " * 4
+    got = list(engine.stream(GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=20, prompt_lookup_tokens=4)))
+    engine.close()
+    assert got[-1].stats.draft_tokens == 0
