@@ -44,7 +44,7 @@ DEFAULT_MODEL = "smollm2-135m"
 # The GGUF a built-in model runs on llama.cpp: a file of this quant type written once from the
 # float import (as `slm export gguf NAME --quant Q` would, stored as NAME-Q), or None for the
 # file its package ships. bench/llamacpp_settings.py measured the choice (docs/llamacpp.md).
-BUILTIN_INFERENCE_QUANT: str | None = None
+BUILTIN_INFERENCE_QUANT: str | None = "f16"
 DEFAULT_EMBEDDING_MODEL = "minilm-l6"
 
 
