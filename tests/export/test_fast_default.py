@@ -2,6 +2,7 @@
 store, the CLI and the server say which backend and file serve it."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,5 +59,7 @@ def test_v1_models_says_which_backend_and_file_serve(exports, eot_model_dir):
     settings = ServerSettings(models=[gguf, str(eot_model_dir)])
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
-    assert (cards[gguf]["backend"], cards[gguf]["file"]) == ("llamacpp", "model.gguf")
-    assert (cards[str(eot_model_dir)]["backend"], cards[str(eot_model_dir)]["file"]) == ("torch", "model.safetensors")
+    # Models given as paths are published under their directory name (no path reaches a client).
+    gguf_id, hf_id = Path(gguf).name, eot_model_dir.name
+    assert (cards[gguf_id]["backend"], cards[gguf_id]["file"]) == ("llamacpp", "model.gguf")
+    assert (cards[hf_id]["backend"], cards[hf_id]["file"]) == ("torch", "model.safetensors")

@@ -274,7 +274,7 @@ def _serving(model_id: str, pool: ModelPool) -> dict:
     from slmkit.engine import serving_plan
 
     try:
-        plan = serving_plan(model_id, pool.settings.backend)
+        plan = serving_plan(pool.references.get(model_id, model_id), pool.settings.backend)
     except SlmError:
         return {}
     return {"backend": plan["backend"], "file": plan["file"]}
