@@ -166,12 +166,19 @@ def main():
                  "Q4_1 shipped": builtin_file("smollm2-135m"),
                  "q8_0": export_gguf("smollm2-135m", "q8_0", Path(scratch) / "q8_0", check=False).path}
         gguf = {name: (path / "model.gguf" if path.is_dir() else path) for name, path in files.items()}
+        if default_plan["backend"] == "llamacpp" and default_plan["file"] != gguf["Q4_1 shipped"].name:
+            from slmkit.references import resolve
+
+            default_file = resolve("smollm2-135m", prefer_gguf=True).path  # e.g. the f16 file written at import
+            gguf["default file"] = default_file / "model.gguf" if default_file.is_dir() else default_file
         default_row = f"`slm serve` (default: {default_plan['backend']}, {default_plan['file']})"
         torch_row = "`slm serve --backend torch` (PyTorch fp32)"
         same_file_row = "`slm serve --backend llamacpp`, the same q4_k_m file"
         peer_rows = {name: f"`llama-server -np 8`, {name}" for name in gguf}
         # The rows the targets compare come first (in case a loaded machine cuts the run short).
-        rows = [(peer_rows["Q4_1 shipped"], llama_server_command(peer, gguf["Q4_1 shipped"])) if peer else None,
+        rows = [(peer_rows["default file"], llama_server_command(peer, gguf["default file"]))
+                if peer and "default file" in gguf else None,
+                (peer_rows["Q4_1 shipped"], llama_server_command(peer, gguf["Q4_1 shipped"])) if peer else None,
                 (default_row, slm_serve_command("smollm2-135m", "auto")),
                 (torch_row, slm_serve_command("smollm2-135m", "torch")),
                 (peer_rows["q4_k_m"], llama_server_command(peer, gguf["q4_k_m"])) if peer else None,
@@ -189,8 +196,7 @@ def main():
                   f"{r['ttft_warm']:.3f} | {os.getloadavg()[0]:.1f} |", flush=True)
     if not peer:
         return
-    shipped = default_plan["file"] == gguf["Q4_1 shipped"].name
-    same = results[peer_rows["Q4_1 shipped" if shipped else "q4_k_m"]]
+    same = results[peer_rows["default file" if "default file" in gguf else "Q4_1 shipped"]]
     mine, torch_result = results[default_row], results[torch_row]
     faster_cold = min(torch_result["ttft_cold"], same["ttft_cold"])
     print("\n| target (default `slm serve` vs llama-server on the same file) | measured | met |")
