@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from slmkit.kb.ingest import DocumentError
+from slmkit.kb.ingest import DocumentError, run_in_child, write_child_result
 
 PDF_TIMEOUT_S = 30.0
-PDF_MEMORY_BYTES = 1 << 30
 TEXT_SUFFIXES = (".txt", ".md")
 
 
@@ -65,41 +64,12 @@ def read_pdf_text(file: Path) -> list[str]:
 
 def pdf_child_main() -> None:
     """Entry point of the isolated reader: ``python -c ... FILE`` prints one JSON result."""
-    import json
-    import resource
     import sys
 
-    resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
     file = Path(sys.argv[1])
-    try:
-        result = {"pages": read_pdf_text(file)}
-    except DocumentError as exc:
-        result = {"error": exc.message}
-    except MemoryError:
-        result = {"error": f"{file.name}: reading the PDF needed more than {PDF_MEMORY_BYTES >> 20} MB; "
-                           "it is likely malformed or a decompression bomb."}
-    except Exception as exc:  # a parser bug on hostile input must not take down the batch
-        result = {"error": f"{file.name}: the PDF parser failed ({type(exc).__name__})."}
-    sys.stdout.write(json.dumps(result))
+    write_child_result(file, "PDF", lambda: {"pages": read_pdf_text(file)})
 
 
 def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[str]:
     """:func:`read_pdf_text` in a fresh interpreter capped at ``timeout_s`` and 1 GB."""
-    import json
-    import subprocess
-    import sys
-
-    code = "from slmkit.docs.pdf import pdf_child_main; pdf_child_main()"
-    try:
-        done = subprocess.run([sys.executable, "-c", code, str(file)], capture_output=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise DocumentError(f"{file.name}: reading the PDF took over {timeout_s:.0f} s; it is likely malformed.") from exc
-    try:
-        result = json.loads(done.stdout)
-    except ValueError as exc:
-        raise DocumentError(f"{file.name}: the PDF reader crashed (exit code {done.returncode}); "
-                            "the file is likely malformed.") from exc
-    if "error" in result:
-        raise DocumentError(result["error"])
-    return result["pages"]
+    return run_in_child("slmkit.docs.pdf:pdf_child_main", file, [], "PDF", timeout_s)["pages"]

@@ -254,24 +254,36 @@ def read_pdf_pages(file: Path) -> list[Section]:
 
 
 def pdf_child_main() -> None:
-    """Entry point of the isolated PDF reader: ``python -c ... FILE`` prints one JSON result."""
+    """Entry point of the isolated PDF reader: ``python -c ... FILE KIND`` prints one JSON result."""
+    import sys
+
+    file, kind = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "pdf")
+
+    def read() -> dict:
+        sections = read_pdf_pages(file) if kind == "pdf" else read_sections(file, inline=True)
+        return {"sections": [dataclasses.asdict(s) for s in sections]}
+
+    write_child_result(file, kind.upper(), read)
+
+
+def write_child_result(file: Path, label: str, read) -> None:
+    """In the isolated child: cap memory, run ``read()`` and print its dict as JSON, or
+    ``{"error": message}`` for a bad file (any failure on hostile input is the file's error)."""
     import json
     import resource
     import sys
 
     resource.setrlimit(resource.RLIMIT_AS, (PDF_MEMORY_BYTES, PDF_MEMORY_BYTES))
-    file, kind = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "pdf")
     try:
-        sections = read_pdf_pages(file) if kind == "pdf" else read_sections(file, inline=True)
-        result = {"sections": [dataclasses.asdict(s) for s in sections]}
+        result = read()
     except DocumentError as exc:
         result = {"error": exc.message}
     except MemoryError:
-        result = {"error": f"{file.name}: reading the {kind.upper()} needed more than {PDF_MEMORY_BYTES >> 20} MB; "
+        result = {"error": f"{file.name}: reading the {label} needed more than {PDF_MEMORY_BYTES >> 20} MB; "
                            "it is likely malformed or a decompression bomb."}
     except Exception as exc:  # a parser bug on hostile input must not take down the batch
         reason = "it decompresses past pypdf's size limit (a decompression bomb?)" \
-            if type(exc).__name__ == "LimitReachedError" else f"the PDF parser failed ({type(exc).__name__})"
+            if type(exc).__name__ == "LimitReachedError" else f"the {label} parser failed ({type(exc).__name__})"
         result = {"error": f"{file.name}: {reason}."}
     sys.stdout.write(json.dumps(result))
 
@@ -283,7 +295,15 @@ def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[Sect
 
 def read_isolated(file: Path, kind: str, timeout_s: float) -> list[Section]:
     """Parse ``file`` (``pdf`` or ``html``) in a child process capped at ``timeout_s`` seconds
-    and 1 GB of memory.
+    and 1 GB of memory."""
+    result = run_in_child("slmkit.kb.ingest:pdf_child_main", file, [kind], kind.upper(), timeout_s)
+    return [Section(**section) for section in result["sections"]]
+
+
+def run_in_child(entry: str, file: Path, args: list[str], label: str, timeout_s: float) -> dict:
+    """Run ``entry`` (``module:function``, which ends with :func:`write_child_result`) on
+    ``file`` in a fresh interpreter and return its JSON result; a timeout, a crash or the
+    child's error is a :class:`DocumentError` naming the file.
 
     A fresh interpreter rather than a fork: forking a process that runs torch's thread pools
     can crash the child, and multiprocessing's spawn/forkserver re-import the caller's main
@@ -293,10 +313,10 @@ def read_isolated(file: Path, kind: str, timeout_s: float) -> list[Section]:
     import subprocess
     import sys
 
-    code = "from slmkit.kb.ingest import pdf_child_main; pdf_child_main()"
-    label = kind.upper()
+    module, function = entry.split(":")
+    code = f"from {module} import {function}; {function}()"
     try:
-        done = subprocess.run([sys.executable, "-c", code, str(file), kind], capture_output=True, timeout=timeout_s,
+        done = subprocess.run([sys.executable, "-c", code, str(file), *args], capture_output=True, timeout=timeout_s,
                               stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as exc:
         raise DocumentError(f"{file.name}: reading the {label} took over {timeout_s:.0f} s; it is likely malformed "
@@ -308,7 +328,7 @@ def read_isolated(file: Path, kind: str, timeout_s: float) -> list[Section]:
                             "the file is likely malformed.") from exc
     if "error" in result:
         raise DocumentError(result["error"])
-    return [Section(**section) for section in result["sections"]]
+    return result
 
 
 # --- chunking ------------------------------------------------------------------------------
