@@ -22,8 +22,9 @@ def test_unknown_quant_type_is_refused_before_any_work(eot_model_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("exporter", ["gguf", "onnx"])
+@pytest.mark.parametrize("exporter", ["gguf", "onnx", "coreml"])
 def test_architecture_the_format_cannot_hold_is_refused(eot_model_dir, tmp_path, exporter):
+    from slmkit.export.coreml import export_coreml
     from slmkit.export.gguf import export_gguf
     from slmkit.export.onnx import export_onnx
 
@@ -37,8 +38,10 @@ def test_architecture_the_format_cannot_hold_is_refused(eot_model_dir, tmp_path,
     with pytest.raises(InvalidRequestError, match="Llama-architecture"):
         if exporter == "gguf":
             export_gguf(str(source), "f16", out / "x")
-        else:
+        elif exporter == "onnx":
             export_onnx(str(source), output=out / "x")
+        else:
+            export_coreml(str(source), output=out / "x")
     assert list(out.iterdir()) == []
 
 

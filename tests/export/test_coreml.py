@@ -6,7 +6,6 @@ outputs, states, the ops that write the cache, and the weight size.
 """
 
 import json
-import shutil
 from collections import Counter
 
 import pytest
@@ -124,22 +123,6 @@ def test_trace_check_fails_on_a_graph_of_another_model(tiny_model_dir, tmp_path)
     traced, _ = trace_decoder(other, CONTEXT)
     check = check_trace(model, traced, CONTEXT)
     assert not check["passed"] and check["max_abs_logit_diff"] > 1e-3
-
-
-def test_other_architectures_are_refused_and_nothing_is_written(tiny_model_dir, tmp_path):
-    from slmkit.errors import InvalidRequestError
-    from slmkit.export.coreml import export_coreml
-
-    source = tmp_path / "mistralish"
-    shutil.copytree(tiny_model_dir, source)
-    config = json.loads((source / "config.json").read_text())
-    config.update(model_type="mistral", architectures=["MistralForCausalLM"])
-    (source / "config.json").write_text(json.dumps(config))
-    out = tmp_path / "exports"
-    out.mkdir()
-    with pytest.raises(InvalidRequestError, match="Llama-architecture"):
-        export_coreml(str(source), output=out / "x")
-    assert list(out.iterdir()) == []
 
 
 def test_context_beyond_the_model_is_refused_before_writing(tiny_model_dir, tmp_path):
