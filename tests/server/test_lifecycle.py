@@ -18,6 +18,14 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def start_serve(model_dir, port, drain_timeout):
+    """`slm serve` on the tiny model as a child process (stop it with ``process.kill()``)."""
+    return subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", str(model_dir), "--port", str(port),
+                             "--embedding-model", "minilm-l6", "--drain-timeout", drain_timeout],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def wait_healthy(url, process, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -34,10 +42,7 @@ def wait_healthy(url, process, seconds=60):
 def test_sigterm_lets_in_flight_requests_finish_then_exits(tiny_model_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", str(tiny_model_dir), "--port",
-                                str(port), "--embedding-model", "minilm-l6", "--drain-timeout", "20"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = start_serve(tiny_model_dir, port, drain_timeout="20")
     try:
         wait_healthy(url, process)
         body = {"model": str(tiny_model_dir), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
@@ -132,10 +137,7 @@ def test_sigterm_with_drain_timeout_zero_aborts_in_flight_and_exits_fast(tiny_mo
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", str(tiny_model_dir), "--port",
-                                str(port), "--embedding-model", "minilm-l6", "--drain-timeout", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = start_serve(tiny_model_dir, port, drain_timeout="0")
     try:
         wait_healthy(url, process)
         children = psutil.Process(process.pid).children(recursive=True)
