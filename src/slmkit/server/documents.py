@@ -68,12 +68,11 @@ def register(app, pool) -> None:
 
         schema = _schema(body)
         pages = await anyio.to_thread.run_sync(_pages, body)
-        engine = await pool.get(body.model, "chat")
-        pool.acquire(body.model)
+        lease = await pool.checkout(body.model, "chat")  # queue slot first, engine pinned until done
         try:
-            result = await anyio.to_thread.run_sync(functools.partial(extract_pages, pages, schema, engine))
+            result = await anyio.to_thread.run_sync(functools.partial(extract_pages, pages, schema, lease.engine))
         finally:
-            pool.release(body.model)
+            lease.release()
         result.pop("answer", None)
         return {"object": "document.extraction", "model": body.model, "kind": schema.name, **result,
                 "pages": len(pages)}
