@@ -52,7 +52,12 @@ def process_stats(pid: int) -> dict:
 
 def gauge(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics", timeout=30).text
-    return sum(float(m) for m in re.findall(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M))
+    return sum(float(m) for m in re.findall(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.M))
+
+
+def server_stats(url: str, pid: int) -> dict:
+    """The process's own numbers plus the server's leak gauges (asyncio tasks, Python threads)."""
+    return {**process_stats(pid), "tasks": gauge(url, "slm_event_loop_tasks"), "py_threads": gauge(url, "slm_threads")}
 
 
 def random_value(rng: random.Random, depth: int = 0):
@@ -149,15 +154,7 @@ def soak_round(url: str, model: str, embedding_model: str, streams: int, max_tok
             "active": gauge(url, "slm_active_sequences"), "drain_s": time.perf_counter() - drained_at}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model reference (default: a tiny random model built here)")
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--streams", type=int, default=200)
-    parser.add_argument("--fuzz", type=int, default=2000)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="slm-soak-"))
+def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str, object]:
     model = args.model
     if model is None:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -171,44 +168,212 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", model, "--host", "127.0.0.1",
                                "--port", str(port), "--max-queue", str(args.streams + 16), "--default-max-tokens", "16",
                                "--max-tokens-limit", "64"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert server.poll() is None, (workdir / "server.log").read_text()[-2000:]
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return server, url, log
+
+
+def served_ids(url: str) -> tuple[str, str]:
+    served = httpx.get(url + "/v1/models", timeout=30).json()["data"]
+    chat_id = next(m["id"] for m in served if m["kind"] == "chat")
+    embedding_id = next(m["id"] for m in served if m["kind"] == "embedding")
+    # Load both models and warm the routes up first, so that model loading is not counted as growth.
+    httpx.post(url + "/v1/embeddings", json={"model": embedding_id, "input": ["warm up"]}, timeout=600)
+    httpx.post(url + "/v1/chat/completions", timeout=600, json={
+        "model": chat_id, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4})
+    return chat_id, embedding_id
+
+
+def idle_sample(url: str, pid: int, seconds: float = 15.0) -> dict:
+    """Stats after an idle pause: idle worker threads exit and in-flight garbage is gone, so what
+    remains is what the server keeps."""
+    time.sleep(seconds)
+    return server_stats(url, pid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["rounds", "load"], default="rounds",
+                        help="rounds: fuzz, then bursts of --streams streams (RELIABILITY #2, #12); "
+                             "load: open-loop mixed traffic at --load x capacity (RELIABILITY #18)")
+    parser.add_argument("--model", default=None, help="model reference (default: a tiny random model built here)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--warmup-minutes", type=float, default=2.0,
+                        help="traffic before the first sample of the soak (allocator and caches warm up)")
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--fuzz", type=int, default=2000)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--load", type=float, default=0.7, help="load mode: fraction of measured capacity")
+    parser.add_argument("--save-baseline", type=Path, help="load mode: store this run's rate and TTFT here")
+    parser.add_argument("--baseline", type=Path, help="load mode: reuse a stored run's rate and compare TTFT")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="slm-soak-"))
+    server, url, log = start_server(args, workdir)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert server.poll() is None, (workdir / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        served = httpx.get(url + "/v1/models", timeout=30).json()["data"]
-        chat_id = next(m["id"] for m in served if m["kind"] == "chat")
-        embedding_id = next(m["id"] for m in served if m["kind"] == "embedding")
-        # Load both models and warm the routes up first, so that model loading is not counted as growth.
-        httpx.post(url + "/v1/embeddings", json={"model": embedding_id, "input": ["warm up"]}, timeout=600)
-        httpx.post(url + "/v1/chat/completions", timeout=600, json={
-            "model": chat_id, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4})
-        start_stats = process_stats(server.pid)
+        chat_id, embedding_id = served_ids(url)
+        if args.mode == "load":
+            return load_soak(args, url, server.pid, chat_id, embedding_id)
+        start_stats = server_stats(url, server.pid)
         started = time.perf_counter()
         fuzzed = fuzz(url, chat_id, args.fuzz)
         fuzz_s = time.perf_counter() - started
-        after_fuzz = process_stats(server.pid)
+        after_fuzz = server_stats(url, server.pid)
         rng = random.Random(7)
+        warm_started = time.perf_counter()
+        while time.perf_counter() - warm_started < args.warmup_minutes * 60:
+            warm = soak_round(url, chat_id, embedding_id, args.streams, args.max_tokens, rng)
+            print(f"warm-up round: {warm} {server_stats(url, server.pid)}", file=sys.stderr, flush=True)
         rounds, samples = [], []
         soak_started = time.perf_counter()
         while time.perf_counter() - soak_started < args.minutes * 60 or not rounds:
             rounds.append(soak_round(url, chat_id, embedding_id, args.streams, args.max_tokens, rng))
-            samples.append(process_stats(server.pid))
+            samples.append(server_stats(url, server.pid))
             print(f"round {len(rounds)}: {rounds[-1]} {samples[-1]}", file=sys.stderr, flush=True)
         soak_s = time.perf_counter() - soak_started
+        idle = idle_sample(url, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
-    report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s)
+    report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s, idle)
 
 
-def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s) -> None:
+LOAD_MIX = (("stream", 0.6), ("chat", 0.25), ("embeddings", 0.15))
+
+
+def load_request(url: str, chat_id: str, embedding_id: str, kind: str, max_tokens: int, rng: random.Random) -> dict:
+    """One request of the mixed load; returns its kind, status and (for streams) time to first token."""
+    started = time.perf_counter()
+    try:
+        if kind == "embeddings":
+            response = httpx.post(url + "/v1/embeddings", timeout=600, json={
+                "model": embedding_id, "input": [f"sentence {rng.randrange(10**6)}" for _ in range(8)]})
+            return {"kind": kind, "status": response.status_code, "s": time.perf_counter() - started}
+        body = {"model": chat_id, "messages": [{"role": "user", "content": f"Tell me about {rng.randrange(10**6)}."}],
+                "max_tokens": max_tokens, "temperature": 0.7, "stream": kind == "stream"}
+        if kind == "chat":
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=600)
+            return {"kind": kind, "status": response.status_code, "s": time.perf_counter() - started}
+        ttft, done = None, False
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as response:
+            for line in response.iter_lines():
+                if ttft is None and line.startswith("data: ") and '"content": "' in line and '"content": ""' not in line:
+                    ttft = time.perf_counter() - started
+                done = done or line == "data: [DONE]"
+            return {"kind": kind, "status": response.status_code if done else 599, "ttft": ttft,
+                    "s": time.perf_counter() - started}
+    except httpx.HTTPError as exc:
+        return {"kind": kind, "status": 598, "error": type(exc).__name__, "s": time.perf_counter() - started}
+
+
+def closed_loop_capacity(url, chat_id, embedding_id, args, seconds: float = 60.0, clients: int = 32) -> float:
+    """Requests per second the server completes when 32 clients ask back to back (the mix above)."""
+    stop = time.perf_counter() + seconds
+    counts = []
+
+    def client(index: int) -> None:
+        rng, done = random.Random(index), 0
+        while time.perf_counter() < stop:
+            kind = rng.choices([k for k, _ in LOAD_MIX], [w for _, w in LOAD_MIX])[0]
+            done += load_request(url, chat_id, embedding_id, kind, args.max_tokens, rng)["status"] == 200
+        counts.append(done)
+
+    with ThreadPoolExecutor(clients) as workers:
+        list(workers.map(client, range(clients)))
+    return sum(counts) / seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def load_soak(args, url: str, pid: int, chat_id: str, embedding_id: str) -> None:
+    """RELIABILITY #18: Poisson arrivals at --load x capacity for --minutes; RSS, FDs, tasks and
+    threads sampled every minute after the warm-up; TTFT p99 per 10-minute window against a
+    stored baseline run at the same rate."""
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    if baseline:
+        capacity, rate = baseline["capacity_rps"], baseline["rate_rps"]
+    else:
+        capacity = closed_loop_capacity(url, chat_id, embedding_id, args)
+        rate = capacity * args.load
+    print(f"capacity {capacity:.1f} req/s; offered load {rate:.1f} req/s", file=sys.stderr, flush=True)
+    rng = random.Random(11)
+    results, samples = [], []
+    started = time.perf_counter()
+    measure_from = started + args.warmup_minutes * 60
+    ends = measure_from + args.minutes * 60
+    next_sample = measure_from
+    with ThreadPoolExecutor(256) as workers:
+        pending, arrival = [], started
+        while arrival < ends:
+            arrival += rng.expovariate(rate)
+            while time.perf_counter() < arrival:
+                now = time.perf_counter()
+                if now >= next_sample:
+                    samples.append({"t_min": (now - measure_from) / 60, **server_stats(url, pid)})
+                    print(f"sample {samples[-1]}", file=sys.stderr, flush=True)
+                    next_sample += 60
+                time.sleep(min(0.05, max(0.0, arrival - time.perf_counter())))
+            kind = rng.choices([k for k, _ in LOAD_MIX], [w for _, w in LOAD_MIX])[0]
+            future = workers.submit(load_request, url, chat_id, embedding_id, kind, args.max_tokens,
+                                    random.Random(rng.random()))
+            pending.append((arrival - measure_from, future))
+        for offset, future in pending:
+            results.append({"t_min": offset / 60, **future.result()})
+    idle = idle_sample(url, pid)
+    measured = [r for r in results if r["t_min"] >= 0]
+    ttfts = [r["ttft"] for r in measured if r.get("ttft") is not None]
+    windows = []
+    for start_min in range(0, max(1, int(args.minutes)), 10):
+        values = [r["ttft"] for r in measured if r.get("ttft") is not None and start_min <= r["t_min"] < start_min + 10]
+        if values:
+            windows.append((start_min, len(values), percentile(values, 0.5), percentile(values, 0.99)))
+    statuses: dict[str, int] = {}
+    for r in measured:
+        key = f"{r['kind']} {r['status']}"
+        statuses[key] = statuses.get(key, 0) + 1
+    summary = {"capacity_rps": capacity, "rate_rps": rate, "load": args.load, "minutes": args.minutes,
+               "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99),
+               "model": args.model or "tiny random Llama (tests/tiny.py)"}
+    if args.save_baseline:
+        args.save_baseline.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.save_baseline.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(args.save_baseline)
+    first, last = samples[0], samples[-1]
+    five_xx = sum(1 for r in measured if r["status"] >= 500)
+    print(f"\nmodel: {summary['model']}; capacity {capacity:.1f} req/s (32 clients back to back); offered "
+          f"{rate:.1f} req/s ({rate / capacity:.0%}); {args.warmup_minutes:g} min warm-up, then {args.minutes:g} min "
+          f"measured; {len(measured)} requests\n")
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| requests answered 5xx or cut (no [DONE]) | {five_xx} of {len(measured)} |")
+    print(f"| outcomes | {dict(sorted(statuses.items()))} |")
+    print(f"| RSS first sample -> last sample (peak) | {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB "
+          f"({(last['rss_mb'] / first['rss_mb'] - 1) * 100:+.1f} %, peak {max(s['rss_mb'] for s in samples):.0f} MB) |")
+    print(f"| RSS after a 15 s idle pause at the end | {idle['rss_mb']:.0f} MB "
+          f"({(idle['rss_mb'] / first['rss_mb'] - 1) * 100:+.1f} % vs first sample) |")
+    print(f"| open file descriptors first -> last -> idle | {first['fds']} -> {last['fds']} -> {idle['fds']} |")
+    print(f"| asyncio tasks / Python threads at idle (start of soak: tasks {first['tasks']:.0f}) | "
+          f"{idle['tasks']:.0f} / {idle['py_threads']:.0f} |")
+    print(f"| TTFT p50 / p99 over the run | {summary['ttft_p50_s'] * 1000:.0f} / {summary['ttft_p99_s'] * 1000:.0f} ms |")
+    for start_min, count, p50, p99 in windows:
+        against = f"; {p99 / baseline['ttft_p99_s'] - 1:+.0%} vs baseline p99 {baseline['ttft_p99_s'] * 1000:.0f} ms" \
+            if baseline else ""
+        print(f"| TTFT minutes {start_min}-{start_min + 10} ({count} streams) | p50 {p50 * 1000:.0f} ms, "
+              f"p99 {p99 * 1000:.0f} ms{against} |")
+
+
+def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s, idle) -> None:
     totals: dict[str, int] = {}
     for r in rounds:
         for key, value in r["outcomes"].items():
@@ -219,7 +384,8 @@ def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_
     peak_rss = max(s["rss_mb"] for s in samples)
     five_xx = sum(v for k, v in fuzzed["statuses"].items() if k >= 500)
     print(f"\nmodel: {args.model or 'tiny random Llama (tests/tiny.py)'}; {args.fuzz} fuzzed bodies in {fuzz_s:.0f} s; "
-          f"{len(rounds)} rounds of {args.streams} streams in {soak_s / 60:.1f} min\n")
+          f"{args.warmup_minutes:g} min of warm-up rounds, then {len(rounds)} rounds of {args.streams} streams in "
+          f"{soak_s / 60:.1f} min\n")
     print("| measure | value |")
     print("|---|---|")
     print(f"| fuzzed bodies answered 5xx | {five_xx} of {args.fuzz} (statuses: {dict(sorted(fuzzed['statuses'].items()))}) |")
@@ -232,7 +398,11 @@ def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_
     print(f"| drain time after a round (max) | {max(r['drain_s'] for r in rounds):.2f} s |")
     print(f"| RSS first round -> last round (peak) | {first['rss_mb']:.0f} -> {last['rss_mb']:.0f} MB "
           f"({(last['rss_mb'] / first['rss_mb'] - 1) * 100:+.1f} %, peak {peak_rss:.0f} MB) |")
-    print(f"| threads first -> last round | {first['threads']} -> {last['threads']} |")
+    print(f"| RSS after a 15 s idle pause at the end | {idle['rss_mb']:.0f} MB "
+          f"({(idle['rss_mb'] / first['rss_mb'] - 1) * 100:+.1f} % vs first round) |")
+    print(f"| threads first -> last round -> idle | {first['threads']} -> {last['threads']} -> {idle['threads']} |")
+    print(f"| asyncio tasks after each round (max) -> idle (before the soak: {start_stats['tasks']:.0f}) | "
+          f"{max(s['tasks'] for s in samples):.0f} -> {idle['tasks']:.0f} |")
     print(f"| open file descriptors first -> last round | {first['fds']} -> {last['fds']} |")
     if fuzzed["server_errors"]:
         print("\n5xx examples:\n" + "\n".join(fuzzed["server_errors"][:5]))

@@ -1,6 +1,7 @@
 """Many clients at once: batching keeps answers independent; disconnects and a full queue
 are handled without stalling anyone."""
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,37 @@ def test_a_disconnecting_client_does_not_stall_the_others(server, client, model_
     while (scheduler.active_count or server.pool.in_flight[model_id]) and time.time() < deadline:
         time.sleep(0.02)
     assert scheduler.active_count == 0 and server.pool.in_flight[model_id] == 0
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return float(re.search(rf"^{name} ([0-9.e+]+)$", text, re.M).group(1))
+
+
+def test_after_twenty_streams_with_disconnects_no_asyncio_task_or_slot_is_left(server, model_id):
+    """RELIABILITY #12 at test scale: 20 concurrent streams, every 10th hanging up mid-stream."""
+    idle_tasks = metric(server.url, "slm_event_loop_tasks")
+    body = {"model": model_id, "messages": [{"role": "user", "content": "go on"}], "max_tokens": 60,
+            "temperature": 0.7, "stream": True}
+
+    def one(i):
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            if i % 10 == 0:
+                for _ in zip(range(3), lines, strict=False):
+                    pass
+                return "hung up"
+            return "done" if any(line == "data: [DONE]" for line in lines) else "no done"
+
+    with ThreadPoolExecutor(20) as workers:
+        outcomes = list(workers.map(one, range(20)))
+    assert outcomes.count("done") == 18 and outcomes.count("hung up") == 2
+    deadline = time.time() + 10
+    while time.time() < deadline and (server.pool.in_flight[model_id]
+                                      or metric(server.url, "slm_event_loop_tasks") > idle_tasks):
+        time.sleep(0.05)
+    assert server.pool.in_flight[model_id] == 0 and server.pool.loaded[model_id].scheduler.active_count == 0
+    assert metric(server.url, "slm_event_loop_tasks") <= idle_tasks, "asyncio tasks leaked by finished streams"
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_model_dir):

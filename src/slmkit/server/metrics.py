@@ -3,6 +3,8 @@ apps in one process never share counters)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -64,6 +66,10 @@ class ServerMetrics:
         in_flight = Gauge("slm_requests_in_flight", "Requests holding a batch or queue slot", ["model"],
                           registry=self.registry)
         self._dynamic = (queue, active, loaded, memory, in_flight)
+        # Leak detectors for soak runs: both must come back to their idle values after a burst.
+        self.event_loop_tasks = Gauge("slm_event_loop_tasks", "asyncio tasks alive on the server's event loop",
+                                      registry=self.registry)
+        self.threads = Gauge("slm_threads", "Python threads alive in the server process", registry=self.registry)
         self.pool = pool
 
     def record_generation(self, model: str, stats) -> None:
@@ -84,4 +90,9 @@ class ServerMetrics:
             memory.labels(model_id).set(info["memory_bytes"])
             queue.labels(model_id).set(info.get("queue_depth", 0))
             active.labels(model_id).set(info.get("active", 0))
+        try:
+            self.event_loop_tasks.set(len(asyncio.all_tasks()))
+        except RuntimeError:  # rendered outside a running loop (tests calling render() directly)
+            self.event_loop_tasks.set(0)
+        self.threads.set(threading.active_count())
         return generate_latest(self.registry)
