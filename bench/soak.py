@@ -24,6 +24,7 @@ import os
 import random
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,7 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["rounds", "load"], default="rounds",
                         help="rounds: fuzz, then bursts of --streams streams (RELIABILITY #2, #12); "
-                             "load: open-loop mixed traffic at --load x capacity (RELIABILITY #18)")
+                             "load: 32 closed-loop clients of mixed traffic paced to --load x capacity (RELIABILITY #18)")
     parser.add_argument("--model", default=None, help="model reference (default: a tiny random model built here)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--warmup-minutes", type=float, default=2.0,
@@ -210,9 +211,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--fuzz", type=int, default=2000)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--load", type=float, default=0.7, help="load mode: fraction of measured capacity")
+    parser.add_argument("--load", type=float, default=0.7, help="load mode: target fraction of measured capacity")
     parser.add_argument("--save-baseline", type=Path, help="load mode: store this run's rate and TTFT here")
-    parser.add_argument("--baseline", type=Path, help="load mode: reuse a stored run's rate and compare TTFT")
+    parser.add_argument("--baseline", type=Path, help="load mode: reuse a stored run's pause and compare TTFT")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="slm-soak-"))
     server, url, log = start_server(args, workdir)
@@ -273,21 +274,35 @@ def load_request(url: str, chat_id: str, embedding_id: str, kind: str, max_token
         return {"kind": kind, "status": 598, "error": type(exc).__name__, "s": time.perf_counter() - started}
 
 
-def closed_loop_capacity(url, chat_id, embedding_id, args, seconds: float = 60.0, clients: int = 32) -> float:
-    """Requests per second the server completes when 32 clients ask back to back (the mix above)."""
+CLIENTS = 32
+
+
+def closed_loop(url, chat_id, embedding_id, args, seconds: float, think_s: float, rng_seed: int,
+                measure_from: float | None = None, on_tick=None) -> list[dict]:
+    """``CLIENTS`` clients, each sending the mix above back to back with an exponential pause
+    of mean ``think_s`` between requests. Closed-loop on purpose: when the machine slows down
+    the offered load falls with it instead of piling up a backlog."""
     stop = time.perf_counter() + seconds
-    counts = []
+    results: list[dict] = []
 
     def client(index: int) -> None:
-        rng, done = random.Random(index), 0
+        rng = random.Random(rng_seed * 1000 + index)
         while time.perf_counter() < stop:
             kind = rng.choices([k for k, _ in LOAD_MIX], [w for _, w in LOAD_MIX])[0]
-            done += load_request(url, chat_id, embedding_id, kind, args.max_tokens, rng)["status"] == 200
-        counts.append(done)
+            sent = time.perf_counter()
+            result = load_request(url, chat_id, embedding_id, kind, args.max_tokens, rng)
+            results.append({"t_min": (sent - (measure_from or sent)) / 60, **result})
+            if think_s:
+                time.sleep(rng.expovariate(1 / think_s))
 
-    with ThreadPoolExecutor(clients) as workers:
-        list(workers.map(client, range(clients)))
-    return sum(counts) / seconds
+    with ThreadPoolExecutor(CLIENTS + 1) as workers:
+        futures = [workers.submit(client, i) for i in range(CLIENTS)]
+        while on_tick and not all(f.done() for f in futures):
+            on_tick()
+            time.sleep(0.5)
+        for future in futures:
+            future.result()
+    return results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -296,39 +311,39 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_soak(args, url: str, pid: int, chat_id: str, embedding_id: str) -> None:
-    """RELIABILITY #18: Poisson arrivals at --load x capacity for --minutes; RSS, FDs, tasks and
-    threads sampled every minute after the warm-up; TTFT p99 per 10-minute window against a
-    stored baseline run at the same rate."""
+    """RELIABILITY #18: ``CLIENTS`` closed-loop clients whose pauses hold the server near --load
+    of its capacity, for --minutes after a warm-up; RSS, FDs, tasks and threads sampled every
+    minute; TTFT p99 per 10-minute window against a stored baseline run with the same pause."""
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     if baseline:
-        capacity, rate = baseline["capacity_rps"], baseline["rate_rps"]
+        capacity, think_s = baseline["capacity_rps"], baseline["think_s"]
     else:
-        capacity = closed_loop_capacity(url, chat_id, embedding_id, args)
-        rate = capacity * args.load
-    print(f"capacity {capacity:.1f} req/s; offered load {rate:.1f} req/s", file=sys.stderr, flush=True)
-    rng = random.Random(11)
-    results, samples = [], []
+        # Capacity: the clients with no pause. At a fraction f of it, each client's cycle is
+        # latency / f, so the pause is latency x (1/f - 1).
+        flat_out = closed_loop(url, chat_id, embedding_id, args, 60, 0.0, rng_seed=1)
+        capacity = sum(r["status"] == 200 for r in flat_out) / 60
+        think_s = statistics.mean(r["s"] for r in flat_out) * (1 / args.load - 1)
+        for attempt in range(3):  # latency falls as the load does: correct the pause on short trials
+            trial = closed_loop(url, chat_id, embedding_id, args, 30, think_s, rng_seed=2 + attempt)
+            rate = sum(r["status"] == 200 for r in trial) / 30
+            print(f"pause {think_s * 1000:.0f} ms -> {rate / capacity:.0%} of capacity", file=sys.stderr, flush=True)
+            think_s = max(0.0, think_s + CLIENTS / (args.load * capacity) - CLIENTS / rate)
+    print(f"capacity {capacity:.1f} req/s; pause {think_s * 1000:.0f} ms between requests", file=sys.stderr, flush=True)
+    samples = []
     started = time.perf_counter()
     measure_from = started + args.warmup_minutes * 60
-    ends = measure_from + args.minutes * 60
-    next_sample = measure_from
-    with ThreadPoolExecutor(256) as workers:
-        pending, arrival = [], started
-        while arrival < ends:
-            arrival += rng.expovariate(rate)
-            while time.perf_counter() < arrival:
-                now = time.perf_counter()
-                if now >= next_sample:
-                    samples.append({"t_min": (now - measure_from) / 60, **server_stats(url, pid)})
-                    print(f"sample {samples[-1]}", file=sys.stderr, flush=True)
-                    next_sample += 60
-                time.sleep(min(0.05, max(0.0, arrival - time.perf_counter())))
-            kind = rng.choices([k for k, _ in LOAD_MIX], [w for _, w in LOAD_MIX])[0]
-            future = workers.submit(load_request, url, chat_id, embedding_id, kind, args.max_tokens,
-                                    random.Random(rng.random()))
-            pending.append((arrival - measure_from, future))
-        for offset, future in pending:
-            results.append({"t_min": offset / 60, **future.result()})
+    next_sample = [measure_from]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        if now >= next_sample[0]:
+            samples.append({"t_min": (now - measure_from) / 60, **server_stats(url, pid)})
+            print(f"sample {samples[-1]}", file=sys.stderr, flush=True)
+            next_sample[0] += 60
+
+    results = closed_loop(url, chat_id, embedding_id, args, (args.warmup_minutes + args.minutes) * 60, think_s,
+                          rng_seed=11, measure_from=measure_from, on_tick=tick)
+    rate = sum(1 for r in results if r["t_min"] >= 0) / (args.minutes * 60)
     idle = idle_sample(url, pid)
     measured = [r for r in results if r["t_min"] >= 0]
     ttfts = [r["ttft"] for r in measured if r.get("ttft") is not None]
@@ -341,7 +356,7 @@ def load_soak(args, url: str, pid: int, chat_id: str, embedding_id: str) -> None
     for r in measured:
         key = f"{r['kind']} {r['status']}"
         statuses[key] = statuses.get(key, 0) + 1
-    summary = {"capacity_rps": capacity, "rate_rps": rate, "load": args.load, "minutes": args.minutes,
+    summary = {"capacity_rps": capacity, "think_s": think_s, "rate_rps": rate, "load": args.load, "minutes": args.minutes,
                "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99),
                "model": args.model or "tiny random Llama (tests/tiny.py)"}
     if args.save_baseline:
@@ -351,9 +366,9 @@ def load_soak(args, url: str, pid: int, chat_id: str, embedding_id: str) -> None
         tmp.replace(args.save_baseline)
     first, last = samples[0], samples[-1]
     five_xx = sum(1 for r in measured if r["status"] >= 500)
-    print(f"\nmodel: {summary['model']}; capacity {capacity:.1f} req/s (32 clients back to back); offered "
-          f"{rate:.1f} req/s ({rate / capacity:.0%}); {args.warmup_minutes:g} min warm-up, then {args.minutes:g} min "
-          f"measured; {len(measured)} requests\n")
+    print(f"\nmodel: {summary['model']}; capacity {capacity:.1f} req/s ({CLIENTS} clients back to back); "
+          f"{CLIENTS} clients pausing {think_s * 1000:.0f} ms got {rate:.1f} req/s ({rate / capacity:.0%} of capacity); "
+          f"{args.warmup_minutes:g} min warm-up, then {args.minutes:g} min measured; {len(measured)} requests\n")
     print("| measure | value |")
     print("|---|---|")
     print(f"| requests answered 5xx or cut (no [DONE]) | {five_xx} of {len(measured)} |")
