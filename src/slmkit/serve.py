@@ -53,6 +53,10 @@ def check_models(settings: ServerSettings) -> None:
 
     for reference in settings.models[:1]:
         resolve(reference)
+    if settings.router:
+        from slmkit.router.model import router_path
+
+        router_path(settings.router)
 
 
 def serve(settings: ServerSettings) -> None:

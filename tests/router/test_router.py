@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import HELDOUT, TRAIN, write_routes
+from route_data import HELDOUT, TRAIN, write_routes
 
 from slmkit.errors import InvalidRequestError, ModelNotFoundError
 from slmkit.router.routes import read_routes, specialist

@@ -34,6 +34,7 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="CPU threads per model (default: all cores).")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests may finish after SIGTERM.")] = 10.0,
     preload: Annotated[bool, typer.Option(help="Load the first model at start-up.")] = True,
+    router: Annotated[str | None, typer.Option(help="Router (slm router train) that answers model=\"auto\" with the specialist it picks.")] = None,  # noqa: E501
 ) -> None:
     """Serve models with an OpenAI-compatible API, a web chat page and Prometheus metrics.
 
@@ -52,7 +53,7 @@ def serve(
         max_memory_bytes=parse_size(max_memory) if max_memory else None, max_body_bytes=parse_size(max_body_size),
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, max_batch_size=max_batch_size,
         max_queue=max_queue, request_timeout_s=request_timeout, write_timeout_s=write_timeout, cors_origins=cors_origin or [],
-        allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload,
+        allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload, router=router,
     )
     err.print(banner(settings), highlight=False, soft_wrap=True)
     warning = exposure_warning(settings)
