@@ -1,4 +1,11 @@
-"""PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU."""
+"""PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU.
+
+Several LoRA adapters (``slm finetune --keep-adapter``) can be served on one shared base
+(``TorchEngine(path, adapters={name: dir})``): the base weights are held once, each adapter
+adds only its low-rank matrices, and one batch may mix sequences of different adapters (peft's
+``adapter_names``, one per batch row; ``"__base__"`` rows run the plain base model).
+:meth:`TorchEngine.adapter` gives an engine view whose requests run with one adapter.
+"""
 
 from __future__ import annotations
 
@@ -72,11 +79,12 @@ def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) 
         )
 
 
-def teacher_forced_logprobs(model, token_ids: list[int]) -> list[float]:
-    """Log-probability of each token after the first given the ones before it (one forward pass)."""
+def teacher_forced_logprobs(model, token_ids: list[int], **forward) -> list[float]:
+    """Log-probability of each token after the first given the ones before it (one forward pass).
+    ``forward`` goes to the model call (``adapter_names`` on a multi-adapter model)."""
     with torch.inference_mode():
         ids = torch.tensor([token_ids], dtype=torch.long)
-        logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)
+        logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False, **forward).logits[0, :-1].float(), dim=-1)
         return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
 
@@ -117,12 +125,54 @@ def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -
     return prompt_ids
 
 
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def adapter_directory(reference: str | Path) -> Path:
+    """The LoRA adapter directory of ``reference``: an adapter directory (adapter_config.json +
+    adapter_model.safetensors), or a model (store name or directory) that keeps one in adapter/."""
+    from slmkit.models import NAME_PATTERN, store_path
+
+    path = Path(reference).expanduser()
+    if not path.is_dir() and NAME_PATTERN.match(str(reference)) and ".." not in str(reference):
+        path = store_path(str(reference))
+    if (path / "adapter" / "adapter_config.json").is_file():
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        raise InvalidRequestError(f"{Path(str(reference)).name} is not a LoRA adapter: no adapter_config.json. Make one "
+                                  "with `slm finetune MODEL DATA --method lora --keep-adapter`.")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise CorruptModelError(f"The adapter {Path(str(reference)).name} has no adapter_model.safetensors; slmkit does "
+                                "not load pickle weights.")
+    return path
+
+
+def load_adapters(model, adapters: dict[str, str | Path]):
+    """``model`` wrapped by peft with every adapter of ``adapters`` (name -> adapter reference) loaded."""
+    from peft import PeftModel
+
+    if BASE_ADAPTER in adapters:
+        raise InvalidRequestError(f"{BASE_ADAPTER} is reserved for the base model; name the adapter differently.")
+    wrapped = None
+    for name, reference in adapters.items():
+        directory = adapter_directory(reference)
+        try:
+            if wrapped is None:
+                wrapped = PeftModel.from_pretrained(model, str(directory), adapter_name=name, is_trainable=False)
+            else:
+                wrapped.load_adapter(str(directory), adapter_name=name, is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise CorruptModelError(f"Cannot load the adapter {name} on this base model: {str(exc)[:300]}") from exc
+    return wrapped.eval()
+
+
 class TorchEngine:
     """One model on the CPU. Concurrent requests are decoded together by a
     :class:`~slmkit.engine.torch_batching.BatchScheduler` (up to ``max_batch_size`` at once)."""
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None,
-                 max_batch_size: int = 8, draft: str | None = None, draft_tokens: int = 4):
+                 max_batch_size: int = 8, draft: str | None = None, draft_tokens: int = 4,
+                 adapters: dict[str, str | Path] | None = None):
         from slmkit.engine.torch_batching import BatchScheduler
 
         if threads:
@@ -132,6 +182,9 @@ class TorchEngine:
         self.model_name = model_name or self.path.name
         self.tokenizer = load_tokenizer(self.path)
         self.model = load_causal_lm(self.path)
+        self.adapters = list(adapters or {})
+        if adapters:
+            self.model = load_adapters(self.model, adapters)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
         self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
@@ -139,7 +192,8 @@ class TorchEngine:
         if draft:
             self.draft_model = load_draft_model(draft, self.model, self.tokenizer)
         self._lock = threading.Lock()
-        self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size)
+        self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size,
+                                        multi_adapter=bool(self.adapters))
         self.load_time_s = time.perf_counter() - started
 
     @property
@@ -153,13 +207,19 @@ class TorchEngine:
     def prepare(self, request: GenerationRequest) -> list[int]:
         return prepare_prompt(self.tokenizer, request, self.context_length)
 
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+    def adapter(self, name: str) -> AdapterView:
+        """This engine with every request run through the LoRA adapter ``name``."""
+        if name not in self.adapters:
+            raise InvalidRequestError(f"No adapter {name!r} on {self.model_name}. Loaded: {', '.join(self.adapters) or 'none'}.")
+        return AdapterView(self, name)
+
+    def stream(self, request: GenerationRequest, adapter: str | None = None) -> Iterator[Chunk]:
         from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter
         from slmkit.engine.torch_batching import Slot
 
         prompt_ids = self.prepare(request)
         state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-        slot = Slot(state, Sampler(request.sampling))
+        slot = Slot(state, Sampler(request.sampling), adapter=adapter)
         greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
         greedy = greedy and request.sampling.grammar is None  # drafts skip the Sampler, so its grammar too
         if request.prompt_lookup_tokens and greedy:
@@ -171,11 +231,48 @@ class TorchEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+    def token_logprobs(self, token_ids: list[int], adapter: str | None = None) -> list[float]:
         check_scoring_window(len(token_ids), self.context_length)
+        forward = {"adapter_names": [adapter or BASE_ADAPTER]} if self.adapters else {}
         with self._lock:
-            return teacher_forced_logprobs(self.model, token_ids)
+            return teacher_forced_logprobs(self.model, token_ids, **forward)
 
     def close(self) -> None:
         self.scheduler.stop()
         self.model = None
+
+
+class AdapterView:
+    """A :class:`TorchEngine` seen through one of its LoRA adapters: same interface, same
+    scheduler (so its sequences batch with the base's and the other adapters'), no weights of
+    its own. Closing a view does nothing; the engine owns the model."""
+
+    memory_bytes = 0
+
+    def __init__(self, engine: TorchEngine, adapter: str):
+        self.engine, self.adapter_name = engine, adapter
+        self.model_name = adapter
+        self.tokenizer, self.context_length = engine.tokenizer, engine.context_length
+
+    @property
+    def healthy(self) -> bool:
+        return self.engine.healthy
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return self.engine.count_prompt_tokens(request)
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        return self.engine.stream(request, adapter=self.adapter_name)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.tokenize(text)
+
+    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+        return self.engine.token_logprobs(token_ids, adapter=self.adapter_name)
+
+    def close(self) -> None:
+        pass
