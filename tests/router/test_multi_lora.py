@@ -33,7 +33,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
         merged = PeftModel.from_pretrained(load_causal_lm(tiny_model_dir), str(root / name)).merge_and_unload()
         merged.save_pretrained(root / f"{name}-merged")
         for file in tiny_model_dir.iterdir():
-            if "token" in file.name or file.name == "generation_config.json":
+            if "token" in file.name or file.suffix == ".jinja" or file.name == "generation_config.json":
                 shutil.copy(file, root / f"{name}-merged" / file.name)
         out[name] = root / name
     return out
@@ -104,3 +104,30 @@ def test_bad_adapters_are_refused(tiny_model_dir, tmp_path, adapters):
     with pytest.raises(InvalidRequestError, match="No adapter 'gamma'"):
         engine.adapter("gamma")
     engine.close()
+
+
+def test_server_serves_adapters_on_one_base(tiny_model_dir, adapters):
+    from fastapi.testclient import TestClient
+
+    from slmkit.engine import GenerationRequest, SamplingParams
+    from slmkit.engine.torch_backend import TorchEngine
+    from slmkit.generate import collect
+    from slmkit.server.app import create_app
+    from slmkit.server.settings import ServerSettings
+
+    settings = ServerSettings(models=[str(tiny_model_dir)], embedding_models=[], allowed_hosts=["testserver"],
+                              adapters={name: str(path) for name, path in adapters.items()})
+    messages = [{"role": "user", "content": "What does the pass statement do?"}]
+    with TestClient(create_app(settings)) as client:
+        assert {"alpha", "beta", tiny_model_dir.name} <= {m["id"] for m in client.get("/v1/models").json()["data"]}
+        answers = {name: client.post("/v1/chat/completions", json={"model": name, "messages": messages,
+                                                                   "max_tokens": 10, "temperature": 0}).json()
+                   for name in ("alpha", "beta")}
+        pool = client.app.state.pool
+        assert list(pool.loaded) == [tiny_model_dir.name]  # one engine: the base holds both adapters
+    merged = TorchEngine(adapters["alpha"].parent / "alpha-merged")
+    expected = collect(merged.stream(GenerationRequest(messages=messages, max_new_tokens=10,
+                                                       sampling=SamplingParams(temperature=0)))).text
+    assert answers["alpha"]["choices"][0]["message"]["content"] == expected
+    assert answers["alpha"]["model"] == "alpha" and answers["beta"]["choices"][0]["message"]["content"] != expected
+    merged.close()
