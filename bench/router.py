@@ -211,13 +211,72 @@ def lora(repeats: int = 3, tokens: int = 32) -> None:
 
 def quality(limit: int = 0) -> None:
     """Field accuracy on the held-out invoices: routed, always-general, perfect routing."""
-    from slmkit.docs.evaluate import score_fields  # noqa: F401 - fails early if the docs scorer moved
-    raise SystemExit("quality: see docs/router.md")
+    import re
+
+    sys.path.insert(0, str(ROOT / "examples" / "router"))
+    from build_routes import invoice_texts  # the same documents heldout.jsonl holds
+
+    from slmkit.docs.extract import extract_pages
+    from slmkit.docs.normalize import same_value
+    from slmkit.docs.schemas import load_schema
+    from slmkit.docs.synthetic import HELDOUT_LAYOUTS, make_documents
+    from slmkit.engine import GenerationRequest, SamplingParams, load_engine
+    from slmkit.generate import collect
+    from slmkit.router.model import load_router
+    from slmkit.router.routes import read_routes
+
+    prompts = [e.prompt for e in read_routes([HELDOUT]) if e.route == "docs:invoice"]
+    documents = make_documents(len(prompts), {"invoice": HELDOUT_LAYOUTS["invoice"]}, 1001)
+    texts = invoice_texts(HELDOUT_LAYOUTS["invoice"], len(prompts), seed=1001)
+    assert all(text in prompt for text, prompt in zip(texts, prompts, strict=True)), "heldout.jsonl changed"
+    if limit:
+        prompts, documents, texts = prompts[:limit], documents[:limit], texts[:limit]
+    router = load_router("bench-router") if Path(os.environ["SLM_HOME"], "routers", "bench-router").is_dir() else None
+    if router is None:
+        from slmkit.router.train import train_router
+
+        train_router([TRAIN], "bench-router")
+        router = load_router("bench-router", threads=THREADS)
+    schema = load_schema("invoice")
+    engine = load_engine("smollm2-135m", threads=THREADS)
+
+    def score(values: dict, document) -> tuple[int, int]:
+        right = sum(same_value(f.kind, values.get(f.name), document.fields[f.name]) for f in schema.fields
+                    if f.name in document.fields)
+        return right, sum(f.name in document.fields for f in schema.fields)
+
+    arms = {"perfect routing (every invoice to the extractor)": [0, 0], "always-general": [0, 0], "routed": [0, 0]}
+    routed_to = []
+    for prompt, text, document in zip(prompts, texts, documents, strict=True):
+        extracted = score(extract_pages([text], schema, engine)["values"], document)
+        answer = collect(engine.stream(GenerationRequest(messages=[{"role": "user", "content": prompt}],
+                                                         max_new_tokens=256, sampling=SamplingParams(temperature=0))))
+        match = re.search(r"\{.*\}", answer.text, re.S)  # a JSON object in the chat answer, if any
+        try:
+            general_values = json.loads(match.group(0)) if match else {}
+        except ValueError:
+            general_values = {}
+        general = score(general_values if isinstance(general_values, dict) else {}, document)
+        route = router.decide(prompt).route
+        routed_to.append(route)
+        for arm, (right, total) in zip(arms, (extracted, general, extracted if route == "docs:invoice" else general),
+                                       strict=True):
+            arms[arm][0] += right
+            arms[arm][1] += total
+    print(f"\n### Routed quality: {len(prompts)} held-out invoices (docs:invoice prompts), field accuracy, "
+          "SmolLM2-135M-Instruct\n")
+    print("| who answers | field accuracy | x perfect routing |\n|---|---|---|")
+    perfect = arms["perfect routing (every invoice to the extractor)"][0] / arms[
+        "perfect routing (every invoice to the extractor)"][1]
+    for arm, (right, total) in arms.items():
+        print(f"| {arm} | {right / total:.3f} | {right / total / perfect:.2f} |")
+    print(f"\nrouter sent {routed_to.count('docs:invoice')}/{len(prompts)} invoices to the extractor")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="routing,lora", help="comma-separated sections: routing, lora, quality")
+    parser.add_argument("--only", default="routing,lora,quality", help="comma-separated sections: routing, lora, quality")
+    parser.add_argument("--limit", type=int, default=0, help="quality: score only the first N invoices (0 = all 25)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -231,7 +290,7 @@ def main() -> None:
     if (store / "models" / "smollm2-135m").is_dir():  # the float import, read in place
         os.symlink(store / "models" / "smollm2-135m", Path(home) / "models" / "smollm2-135m")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
-    sections = {"routing": routing, "lora": lora, "quality": quality}
+    sections = {"routing": routing, "lora": lora, "quality": lambda: quality(args.limit)}
     for name in args.only.split(","):
         sections[name.strip()]()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1-minute, 2 cores)")

@@ -75,6 +75,7 @@ def evaluate(
     if details is not None:
         from slmkit.artifact import write_text_atomic
 
+        details.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(details, json.dumps(report, indent=2) + "\n")
     if json_output:
         out.print_json(json.dumps(report))
