@@ -287,8 +287,9 @@ def main() -> None:
     store = Path(os.environ.get("SLM_HOME") or Path.home() / ".slm")
     os.environ["SLM_HOME"] = home
     (Path(home) / "models").mkdir(parents=True)
-    if (store / "models" / "smollm2-135m").is_dir():  # the float import, read in place
-        os.symlink(store / "models" / "smollm2-135m", Path(home) / "models" / "smollm2-135m")
+    for name in ("smollm2-135m", "smollm2-135m-f16"):  # the float import and its f16 GGUF, read in place
+        if (store / "models" / name).is_dir():
+            os.symlink(store / "models" / name, Path(home) / "models" / name)
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
     sections = {"routing": routing, "lora": lora, "quality": lambda: quality(args.limit)}
     for name in args.only.split(","):

@@ -132,3 +132,13 @@ def test_cli_train_eval_route(tmp_path, slm_home, routes_files):
     result = runner.invoke(app, ["router", "route", "cli-router", "Recommend films like Rocky", "--json"])
     assert json.loads(result.output)["route"] == "recommend:movies"
     assert "cli-router" in runner.invoke(app, ["router", "list"]).output
+
+
+def test_only_the_start_of_a_huge_prompt_is_read(router_home):
+    from slmkit.router.model import ROUTING_CHARS, load_router
+
+    router = load_router(router_home[1])
+    start = "What does the pass statement do in Python? "
+    huge = start * (2_000_000 // len(start))  # a 2 MB message is not tokenized whole
+    assert router.decide(huge).confidence == pytest.approx(router.decide(huge[:ROUTING_CHARS]).confidence)
+    assert router.probabilities([huge]).shape == (1, len(router.routes))

@@ -26,6 +26,9 @@ import numpy as np
 from slmkit.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError
 
 CLASSIFIER_FILE = "classifier.safetensors"
+# Only the start of a prompt is embedded (max_tokens tokens); cutting the text first keeps a
+# megabyte-long message from costing seconds of tokenizing. 128 tokens never need more.
+ROUTING_CHARS = 4000
 CONFIG_FILE = "router.json"
 
 
@@ -105,7 +108,7 @@ class Router:
     def probabilities(self, prompts: Sequence[str]) -> np.ndarray:
         """(prompts, routes) probabilities."""
         with self._lock:
-            vectors = self.embedder.embed(list(prompts))
+            vectors = self.embedder.embed([p[:ROUTING_CHARS] for p in prompts])
         return softmax(vectors @ self.weight.T + self.bias)
 
     def decide(self, prompt: str) -> Decision:

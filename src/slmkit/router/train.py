@@ -21,7 +21,7 @@ import numpy as np
 
 from slmkit.artifact import Card, finalize_card, staged_directory, write_text_atomic
 from slmkit.errors import InvalidRequestError
-from slmkit.router.model import CLASSIFIER_FILE, CONFIG_FILE, routers_dir, softmax
+from slmkit.router.model import CLASSIFIER_FILE, CONFIG_FILE, ROUTING_CHARS, routers_dir, softmax
 from slmkit.router.routes import GENERAL, read_routes
 
 
@@ -113,7 +113,7 @@ def train_router(routes_files: Sequence[str | Path], name: str, config: RouterCo
     _report(progress, "embedding", 0, len(examples))
     embedder = load_embedding_model(config.embedding_model)
     embedder.model.max_seq_length = config.max_tokens
-    vectors = embedder.embed([e.prompt for e in examples])
+    vectors = embedder.embed([e.prompt[:ROUTING_CHARS] for e in examples])
     labels = [e.route for e in examples]
     _report(progress, "choosing the threshold", 1, 3)
     train_x, valid_x, train_y, valid_y = train_test_split(vectors, labels, test_size=config.validation_fraction,
