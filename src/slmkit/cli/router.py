@@ -89,7 +89,8 @@ def print_report(report: dict) -> None:
     out.print(f"[bold]{report['router']}[/bold] on {report['examples']} prompts: accuracy "
               f"[bold]{report['accuracy']:.3f}[/bold] (classifier alone {report['classifier_accuracy']:.3f}; "
               f"{report['fallback_rate']:.1%} fell back below threshold {report['threshold']:.3f}); decision "
-              f"p50 {report['decision_ms_p50']:.1f} ms, p95 {report['decision_ms_p95']:.1f} ms")
+              f"p50 {report['decision_ms_p50']:.1f} ms, p95 {report['decision_ms_p95']:.1f} ms (CPU time p50 "
+              f"{report['decision_cpu_ms_p50']:.1f} ms)")
     table = Table("route", "precision", "recall", "support")
     for label, row in report["per_route"].items():
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
