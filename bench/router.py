@@ -54,7 +54,7 @@ def routing() -> None:
     started = time.perf_counter()
     result = train_router([TRAIN], "bench-router")
     train_s = time.perf_counter() - started
-    report = evaluate_router(load_router("bench-router", threads=THREADS), heldout)
+    report = evaluate_router(load_router("bench-router", threads=1), heldout)  # one thread: see docs/router.md
     tuned = finetuned_classifier(train, heldout)
     print("\n### Routing on the held-out routes "
           f"({report['examples']} prompts; trained on {len(train)})\n")
@@ -73,7 +73,8 @@ def routing() -> None:
 
 
 def finetuned_classifier(train, heldout, epochs: int = 4) -> dict:
-    """minilm-l6 with a sequence-classification head, fine-tuned on the training routes."""
+    """minilm-l6 with a sequence-classification head, fine-tuned on the training routes
+    (trained on THREADS threads, timed on one like the other router)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -101,6 +102,7 @@ def finetuned_classifier(train, heldout, epochs: int = 4) -> dict:
             loss.backward()
             optimizer.step()
     train_s = time.perf_counter() - started
+    torch.set_num_threads(1)
     model.eval()
     times, cpu, right = [], [], 0
     with torch.inference_mode():
@@ -111,6 +113,7 @@ def finetuned_classifier(train, heldout, epochs: int = 4) -> dict:
             times.append((time.perf_counter() - began) * 1000)
             cpu.append((time.process_time() - began_cpu) * 1000)
             right += predicted == example.route
+    torch.set_num_threads(THREADS)
     return {"accuracy": right / len(heldout), "p50": percentile(times, 50), "p95": percentile(times, 95),
             "cpu_p50": percentile(cpu, 50),
             "train_s": train_s}

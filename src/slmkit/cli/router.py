@@ -58,6 +58,7 @@ def evaluate(
     router: RouterArg,
     routes: RoutesArg,
     details: Annotated[Path | None, typer.Option(help="Write the full report (with every mistake) to this JSON file.")] = None,  # noqa: E501
+    threads: Annotated[int, typer.Option(help="CPU threads for the embedding model (one short prompt gains little from more).")] = 1,  # noqa: E501
     json_output: JsonFlag = False,
 ) -> None:
     """Accuracy, per-route precision/recall, the confusion matrix and decision time on a routes file.
@@ -71,7 +72,7 @@ def evaluate(
 
     examples = read_routes(routes)
     with err.status("Evaluating"):
-        report = evaluate_router(load_router(router), examples)
+        report = evaluate_router(load_router(router, threads=threads), examples)
     if details is not None:
         from slmkit.artifact import write_text_atomic
 
