@@ -1,9 +1,9 @@
 """PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU.
 
 Several LoRA adapters (``slm finetune --keep-adapter``) can be served on one shared base
-(``TorchEngine(path, adapters={name: dir})``): the base weights are held once, each adapter
-adds only its low-rank matrices, and one batch may mix sequences of different adapters (peft's
-``adapter_names``, one per batch row; ``"__base__"`` rows run the plain base model).
+(``TorchEngine(path, adapters={name: dir})``): peft loads them, the base weights are held once,
+each adapter adds only its low-rank matrices (stacked per layer, :mod:`slmkit.engine.lora_stack`),
+and one batch may mix sequences of different adapters and of the plain base.
 :meth:`TorchEngine.adapter` gives an engine view whose requests run with one adapter.
 """
 
@@ -79,12 +79,11 @@ def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) 
         )
 
 
-def teacher_forced_logprobs(model, token_ids: list[int], **forward) -> list[float]:
-    """Log-probability of each token after the first given the ones before it (one forward pass).
-    ``forward`` goes to the model call (``adapter_names`` on a multi-adapter model)."""
+def teacher_forced_logprobs(model, token_ids: list[int]) -> list[float]:
+    """Log-probability of each token after the first given the ones before it (one forward pass)."""
     with torch.inference_mode():
         ids = torch.tensor([token_ids], dtype=torch.long)
-        logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False, **forward).logits[0, :-1].float(), dim=-1)
+        logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0, :-1].float(), dim=-1)
         return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
 
@@ -125,9 +124,6 @@ def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -
     return prompt_ids
 
 
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
-
-
 def adapter_directory(reference: str | Path) -> Path:
     """The LoRA adapter directory of ``reference``: an adapter directory (adapter_config.json +
     adapter_model.safetensors), or a model (store name or directory) that keeps one in adapter/."""
@@ -148,11 +144,12 @@ def adapter_directory(reference: str | Path) -> Path:
 
 
 def load_adapters(model, adapters: dict[str, str | Path]):
-    """``model`` wrapped by peft with every adapter of ``adapters`` (name -> adapter reference) loaded."""
+    """(``model`` wrapped by peft with every adapter of ``adapters`` (name -> adapter reference),
+    their :class:`~slmkit.engine.lora_stack.AdapterStack`)."""
     from peft import PeftModel
 
-    if BASE_ADAPTER in adapters:
-        raise InvalidRequestError(f"{BASE_ADAPTER} is reserved for the base model; name the adapter differently.")
+    from slmkit.engine.lora_stack import AdapterStack
+
     wrapped = None
     for name, reference in adapters.items():
         directory = adapter_directory(reference)
@@ -163,7 +160,8 @@ def load_adapters(model, adapters: dict[str, str | Path]):
                 wrapped.load_adapter(str(directory), adapter_name=name, is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise CorruptModelError(f"Cannot load the adapter {name} on this base model: {str(exc)[:300]}") from exc
-    return wrapped.eval()
+    wrapped.eval()
+    return wrapped, AdapterStack(wrapped, list(adapters))
 
 
 class TorchEngine:
@@ -182,9 +180,9 @@ class TorchEngine:
         self.model_name = model_name or self.path.name
         self.tokenizer = load_tokenizer(self.path)
         self.model = load_causal_lm(self.path)
-        self.adapters = list(adapters or {})
+        self.adapters, self.adapter_stack = list(adapters or {}), None
         if adapters:
-            self.model = load_adapters(self.model, adapters)
+            self.model, self.adapter_stack = load_adapters(self.model, adapters)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
         self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
@@ -193,7 +191,7 @@ class TorchEngine:
             self.draft_model = load_draft_model(draft, self.model, self.tokenizer)
         self._lock = threading.Lock()
         self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size,
-                                        multi_adapter=bool(self.adapters))
+                                        select_adapters=self.adapter_stack.select if self.adapter_stack else None)
         self.load_time_s = time.perf_counter() - started
 
     @property
@@ -233,9 +231,10 @@ class TorchEngine:
 
     def token_logprobs(self, token_ids: list[int], adapter: str | None = None) -> list[float]:
         check_scoring_window(len(token_ids), self.context_length)
-        forward = {"adapter_names": [adapter or BASE_ADAPTER]} if self.adapters else {}
         with self._lock:
-            return teacher_forced_logprobs(self.model, token_ids, **forward)
+            if self.adapter_stack is not None:
+                self.adapter_stack.select([adapter])
+            return teacher_forced_logprobs(self.model, token_ids)
 
     def close(self) -> None:
         self.scheduler.stop()

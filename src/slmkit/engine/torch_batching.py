@@ -55,9 +55,10 @@ class GenerationError(RuntimeError):
 
 
 class BatchScheduler:
-    def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8, multi_adapter: bool = False):
+    def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8, select_adapters=None):
         self.model = model
-        self.multi_adapter = multi_adapter  # a peft model: every forward names each row's adapter
+        # Multi-adapter engines: select_adapters([adapter of each row]) before every forward pass.
+        self.select_adapters = select_adapters
         self.mixed_adapter_steps = 0  # decoding steps whose batch held more than one adapter
         self.model_lock = model_lock
         self.max_batch_size = max_batch_size
@@ -170,7 +171,8 @@ class BatchScheduler:
             ids = torch.tensor([slot.state.prompt_ids], dtype=torch.long)
             cache = DynamicCache()
             with self.model_lock, torch.inference_mode():
-                logits = self.model(input_ids=ids, cache=cache, use_cache=True, **self._adapters([slot])).logits[0, -1]
+                self._adapters([slot])
+                logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
             if self._emit(slot, logits):
                 return None
         except Exception as exc:  # noqa: BLE001 - reported to this request's caller
@@ -235,12 +237,10 @@ class BatchScheduler:
         tokens = torch.tensor([[slot.last_token] for slot in self.active], dtype=torch.long)
         self.mask = torch.cat([self.mask, torch.ones(len(self.active), 1, dtype=torch.long)], dim=1)
         positions = (self.mask.sum(dim=1, keepdim=True) - 1)
-        forward = self._adapters(self.active)
-        if len(set(forward.get("adapter_names", ()))) > 1:
-            self.mixed_adapter_steps += 1
         with self.model_lock, torch.inference_mode():
+            self._adapters(self.active)
             logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
-                                cache=self.cache, use_cache=True, **forward).logits[:, -1]
+                                cache=self.cache, use_cache=True).logits[:, -1]
         finished = [self._emit_or_fail(slot, logits[row]) for row, slot in enumerate(self.active)]
         if any(finished):
             self._select([i for i, done in enumerate(finished) if not done])
@@ -258,8 +258,9 @@ class BatchScheduler:
         end = int(self.mask.sum())
         positions = torch.arange(end - tokens.shape[1], end).unsqueeze(0)
         with self.model_lock, torch.inference_mode():
+            self._adapters([slot])
             logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
-                                cache=self.cache, use_cache=True, **self._adapters([slot])).logits[0]
+                                cache=self.cache, use_cache=True).logits[0]
         accepted = 0
         while accepted < len(draft) and int(logits[accepted].argmax()) == draft[accepted]:
             accepted += 1
@@ -276,11 +277,14 @@ class BatchScheduler:
                 return True
         return True
 
-    def _adapters(self, slots: list[Slot]) -> dict:
-        """Model-call arguments naming each row's adapter (peft's mixed-adapter batches)."""
-        if not self.multi_adapter:
-            return {}
-        return {"adapter_names": [slot.adapter or "__base__" for slot in slots]}
+    def _adapters(self, slots: list[Slot]) -> None:
+        """Tell a multi-adapter model each row's adapter (under the model lock, before the forward pass)."""
+        if self.select_adapters is None:
+            return
+        adapters = [slot.adapter for slot in slots]
+        if len(set(adapters)) > 1:
+            self.mixed_adapter_steps += 1
+        self.select_adapters(adapters)
 
     def _select(self, rows: list[int]) -> None:
         """Keep only ``rows`` of the batch and drop padding columns no sequence needs any more."""
