@@ -134,3 +134,11 @@ def test_server_serves_adapters_on_one_base(tiny_model_dir, adapters):
     assert answers["alpha"]["choices"][0]["message"]["content"] == expected
     assert answers["alpha"]["model"] == "alpha" and answers["beta"]["choices"][0]["message"]["content"] != expected
     merged.close()
+
+
+def test_serve_adapter_option_names_the_adapter():
+    from slmkit.cli.serve import _adapter_option
+
+    assert _adapter_option("legal=./adapters/legal-v2") == ("legal", "./adapters/legal-v2")
+    assert _adapter_option("support-lora") == ("support-lora", "support-lora")
+    assert _adapter_option("/data/adapters/billing/") == ("billing", "/data/adapters/billing/")
