@@ -132,6 +132,8 @@ def test_cli_train_eval_route(tmp_path, slm_home, routes_files):
     result = runner.invoke(app, ["router", "route", "cli-router", "Recommend films like Rocky", "--json"])
     assert json.loads(result.output)["route"] == "recommend:movies"
     assert "cli-router" in runner.invoke(app, ["router", "list"]).output
+    assert runner.invoke(app, ["router", "rm", "cli-router"]).exit_code == 0
+    assert "No routers yet" in runner.invoke(app, ["router", "list"]).output
 
 
 def test_only_the_start_of_a_huge_prompt_is_read(router_home):
