@@ -119,7 +119,7 @@ def finetuned_classifier(train, heldout, epochs: int = 4) -> dict:
             "train_s": train_s}
 
 
-def make_adapters(base: Path, folder: Path, count: int = 4) -> dict[str, Path]:
+def make_adapters(base: Path, folder: Path, count: int = 4, rank: int = 16) -> dict[str, Path]:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -128,7 +128,7 @@ def make_adapters(base: Path, folder: Path, count: int = 4) -> dict[str, Path]:
     adapters = {}
     for number in range(count):
         torch.manual_seed(number)
-        model = get_peft_model(load_causal_lm(base), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+        model = get_peft_model(load_causal_lm(base), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
                                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
         with torch.no_grad():
             for name, parameter in model.named_parameters():
@@ -163,7 +163,7 @@ def batch_tokens_per_s(engines: list, prompts: list[str], tokens: int) -> float:
     return sum(counts) / (time.perf_counter() - started)
 
 
-def lora(repeats: int = 3, tokens: int = 32) -> None:
+def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool = False) -> None:
     import shutil
 
     from peft import PeftModel
@@ -173,7 +173,16 @@ def lora(repeats: int = 3, tokens: int = 32) -> None:
 
     base = resolve_hf("smollm2-135m").path
     folder = Path(tempfile.mkdtemp(prefix="slm-bench-lora-"))
-    adapters = make_adapters(base, folder)
+    adapters = make_adapters(base, folder, rank=rank)
+    if memory_only:
+        plain, shared = TorchEngine(base, threads=THREADS), TorchEngine(base, threads=THREADS, adapters=adapters)
+        print(f"\n| r={rank}, 4 adapters | weights MB | x base |\n|---|---|---|\n| base alone | "
+              f"{plain.memory_bytes / 1e6:.1f} | 1.00 |\n| base + 4 adapters (shared) | {shared.memory_bytes / 1e6:.1f} | "
+              f"{shared.memory_bytes / plain.memory_bytes:.3f} |")
+        plain.close()
+        shared.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        return
     merged_dir = folder / "merged0"
     PeftModel.from_pretrained(load_causal_lm(base), str(adapters["adapter0"])).merge_and_unload().save_pretrained(
         merged_dir)
@@ -196,7 +205,7 @@ def lora(repeats: int = 3, tokens: int = 32) -> None:
         for name, engines in runs.items():
             rates[name].append(batch_tokens_per_s(engines, prompts, tokens))
     lora_bytes = shared.memory_bytes - plain.memory_bytes
-    print(f"\n### LoRA adapters on one base: SmolLM2-135M, 4 adapters r=16 all-linear, batch of 8 x {tokens} greedy "
+    print(f"\n### LoRA adapters on one base: SmolLM2-135M, 4 adapters r={rank} all-linear, batch of 8 x {tokens} greedy "
           f"tokens, {THREADS} threads, median of {repeats}\n")
     print("| | weights MB | x base |\n|---|---|---|")
     print(f"| base alone | {plain.memory_bytes / 1e6:.1f} | 1.00 |")
@@ -282,6 +291,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="routing,lora,quality", help="comma-separated sections: routing, lora, quality")
     parser.add_argument("--limit", type=int, default=0, help="quality: score only the first N invoices (0 = all 25)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="lora: rank of the 4 adapters (slm finetune's default)")
+    parser.add_argument("--memory-only", action="store_true", help="lora: weights memory only, no throughput runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -296,7 +307,8 @@ def main() -> None:
         if (store / "models" / name).is_dir():
             os.symlink(store / "models" / name, Path(home) / "models" / name)
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
-    sections = {"routing": routing, "lora": lora, "quality": lambda: quality(args.limit)}
+    sections = {"routing": routing, "lora": lambda: lora(rank=args.lora_rank, memory_only=args.memory_only),
+                "quality": lambda: quality(args.limit)}
     for name in args.only.split(","):
         sections[name.strip()]()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1-minute, 2 cores)")
