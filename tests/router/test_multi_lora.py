@@ -142,3 +142,13 @@ def test_serve_adapter_option_names_the_adapter():
     assert _adapter_option("legal=./adapters/legal-v2") == ("legal", "./adapters/legal-v2")
     assert _adapter_option("support-lora") == ("support-lora", "support-lora")
     assert _adapter_option("/data/adapters/billing/") == ("billing", "/data/adapters/billing/")
+
+
+def test_adapter_named_like_a_model_is_refused(tiny_model_dir, adapters):
+    from slmkit.errors import InvalidRequestError
+    from slmkit.server.pool import ModelPool
+    from slmkit.server.settings import ServerSettings
+
+    with pytest.raises(InvalidRequestError, match="already a model id"):
+        ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[],
+                                 adapters={tiny_model_dir.name: str(adapters["alpha"])}))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import anyio
 
-from slmkit.errors import CorruptModelError, ModelNotFoundError, SlmError
+from slmkit.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError, SlmError
 from slmkit.server.errors import HTTPError
 
 log = logging.getLogger("slmkit.server")
@@ -59,7 +59,11 @@ class ModelPool:
         chat_references, self.recommender_ids = split_models(list(dict.fromkeys(settings.models)))
         self.chat_ids = self._publish(chat_references)
         # LoRA adapters share the first chat model's engine (their base); a lease on one holds a view.
-        self.adapter_ids = [name for name in settings.adapters if name not in self.references] if self.chat_ids else []
+        clash = [name for name in settings.adapters if name in self.references]
+        if clash:
+            raise InvalidRequestError(f"The adapter name {clash[0]!r} is already a model id on this server; name it "
+                                      "differently (--adapter NEWNAME=PATH).")
+        self.adapter_ids = list(settings.adapters) if self.chat_ids else []
         self.chat_ids += self.adapter_ids
         self.embedding_ids = self._publish(settings.embedding_models)
         self.loaded: collections.OrderedDict[str, object] = collections.OrderedDict()  # LRU order
