@@ -53,6 +53,15 @@ def check_models(settings: ServerSettings) -> None:
 
     for reference in settings.models[:1]:
         resolve(reference)
+    if settings.adapters:
+        from slmkit.engine.torch_backend import adapter_directory
+
+        for reference in settings.adapters.values():
+            adapter_directory(reference)
+    if settings.router:
+        from slmkit.router.model import router_path
+
+        router_path(settings.router)
 
 
 def serve(settings: ServerSettings) -> None:

@@ -30,6 +30,7 @@ VERB_MODULES = [
     "export",  # slm export gguf|onnx|docker, slm bench
     "recommend",  # slm recommend train|for|eval
     "docs",  # slm docs extract|classify|organize|eval
+    "router",  # slm router train|eval|route|list|rm
 ]
 for _module in VERB_MODULES:
     importlib.import_module(f"slmkit.cli.{_module}").register(app)

@@ -34,6 +34,8 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="CPU threads per model (default: all cores).")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests may finish after SIGTERM.")] = 10.0,
     preload: Annotated[bool, typer.Option(help="Load the first model at start-up.")] = True,
+    adapter: Annotated[list[str] | None, typer.Option(help="LoRA adapter served on the first --model as one shared base: NAME=PATH, or a model made with slm finetune --keep-adapter (repeatable; torch backend).")] = None,  # noqa: E501
+    router: Annotated[str | None, typer.Option(help="Router (slm router train) that answers model=\"auto\" with the specialist it picks.")] = None,  # noqa: E501
 ) -> None:
     """Serve models with an OpenAI-compatible API, a web chat page and Prometheus metrics.
 
@@ -52,10 +54,19 @@ def serve(
         max_memory_bytes=parse_size(max_memory) if max_memory else None, max_body_bytes=parse_size(max_body_size),
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, max_batch_size=max_batch_size,
         max_queue=max_queue, request_timeout_s=request_timeout, write_timeout_s=write_timeout, cors_origins=cors_origin or [],
-        allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload,
+        allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload, router=router,
+        adapters=dict(_adapter_option(a) for a in adapter or []),
     )
     err.print(banner(settings), highlight=False, soft_wrap=True)
     warning = exposure_warning(settings)
     if warning:
         err.print(f"[bold red]{warning}[/bold red]", highlight=False, soft_wrap=True)
     run_server(settings)
+
+
+def _adapter_option(text: str) -> tuple[str, str]:
+    """``NAME=REFERENCE`` or ``REFERENCE`` (named after its last path component)."""
+    from pathlib import Path
+
+    name, _, reference = text.partition("=") if "=" in text else (Path(text).name, "", text)
+    return name, reference

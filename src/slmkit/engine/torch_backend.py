@@ -1,4 +1,11 @@
-"""PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU."""
+"""PyTorch backend: runs an HF-format artifact with ``transformers`` on the CPU.
+
+Several LoRA adapters (``slm finetune --keep-adapter``) can be served on one shared base
+(``TorchEngine(path, adapters={name: dir})``): peft loads them, the base weights are held once,
+each adapter adds only its low-rank matrices (stacked per layer, :mod:`slmkit.engine.lora_stack`),
+and one batch may mix sequences of different adapters and of the plain base.
+:meth:`TorchEngine.adapter` gives an engine view whose requests run with one adapter.
+"""
 
 from __future__ import annotations
 
@@ -117,12 +124,53 @@ def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -
     return prompt_ids
 
 
+def adapter_directory(reference: str | Path) -> Path:
+    """The LoRA adapter directory of ``reference``: an adapter directory (adapter_config.json +
+    adapter_model.safetensors), or a model (store name or directory) that keeps one in adapter/."""
+    from slmkit.models import NAME_PATTERN, store_path
+
+    path = Path(reference).expanduser()
+    if not path.is_dir() and NAME_PATTERN.match(str(reference)) and ".." not in str(reference):
+        path = store_path(str(reference))
+    if (path / "adapter" / "adapter_config.json").is_file():
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        raise InvalidRequestError(f"{Path(str(reference)).name} is not a LoRA adapter: no adapter_config.json. Make one "
+                                  "with `slm finetune MODEL DATA --method lora --keep-adapter`.")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise CorruptModelError(f"The adapter {Path(str(reference)).name} has no adapter_model.safetensors; slmkit does "
+                                "not load pickle weights.")
+    return path
+
+
+def load_adapters(model, adapters: dict[str, str | Path]):
+    """(``model`` wrapped by peft with every adapter of ``adapters`` (name -> adapter reference),
+    their :class:`~slmkit.engine.lora_stack.AdapterStack`)."""
+    from peft import PeftModel
+
+    from slmkit.engine.lora_stack import AdapterStack
+
+    wrapped = None
+    for name, reference in adapters.items():
+        directory = adapter_directory(reference)
+        try:
+            if wrapped is None:
+                wrapped = PeftModel.from_pretrained(model, str(directory), adapter_name=name, is_trainable=False)
+            else:
+                wrapped.load_adapter(str(directory), adapter_name=name, is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise CorruptModelError(f"Cannot load the adapter {name} on this base model: {str(exc)[:300]}") from exc
+    wrapped.eval()
+    return wrapped, AdapterStack(wrapped, list(adapters))
+
+
 class TorchEngine:
     """One model on the CPU. Concurrent requests are decoded together by a
     :class:`~slmkit.engine.torch_batching.BatchScheduler` (up to ``max_batch_size`` at once)."""
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = None,
-                 max_batch_size: int = 8, draft: str | None = None, draft_tokens: int = 4):
+                 max_batch_size: int = 8, draft: str | None = None, draft_tokens: int = 4,
+                 adapters: dict[str, str | Path] | None = None):
         from slmkit.engine.torch_batching import BatchScheduler
 
         if threads:
@@ -132,6 +180,9 @@ class TorchEngine:
         self.model_name = model_name or self.path.name
         self.tokenizer = load_tokenizer(self.path)
         self.model = load_causal_lm(self.path)
+        self.adapters, self.adapter_stack = list(adapters or {}), None
+        if adapters:
+            self.model, self.adapter_stack = load_adapters(self.model, adapters)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
         self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
@@ -139,7 +190,8 @@ class TorchEngine:
         if draft:
             self.draft_model = load_draft_model(draft, self.model, self.tokenizer)
         self._lock = threading.Lock()
-        self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size)
+        self.scheduler = BatchScheduler(self.model, self._lock, max_batch_size=max_batch_size,
+                                        select_adapters=self.adapter_stack.select if self.adapter_stack else None)
         self.load_time_s = time.perf_counter() - started
 
     @property
@@ -153,13 +205,19 @@ class TorchEngine:
     def prepare(self, request: GenerationRequest) -> list[int]:
         return prepare_prompt(self.tokenizer, request, self.context_length)
 
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+    def adapter(self, name: str) -> AdapterView:
+        """This engine with every request run through the LoRA adapter ``name``."""
+        if name not in self.adapters:
+            raise InvalidRequestError(f"No adapter {name!r} on {self.model_name}. Loaded: {', '.join(self.adapters) or 'none'}.")
+        return AdapterView(self, name)
+
+    def stream(self, request: GenerationRequest, adapter: str | None = None) -> Iterator[Chunk]:
         from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter
         from slmkit.engine.torch_batching import Slot
 
         prompt_ids = self.prepare(request)
         state = SequenceState(self.tokenizer, prompt_ids, self.eos_ids, request.max_new_tokens, request.stop)
-        slot = Slot(state, Sampler(request.sampling))
+        slot = Slot(state, Sampler(request.sampling), adapter=adapter)
         greedy = request.sampling.temperature == 0 and request.sampling.repetition_penalty == 1.0
         greedy = greedy and request.sampling.grammar is None  # drafts skip the Sampler, so its grammar too
         if request.prompt_lookup_tokens and greedy:
@@ -171,11 +229,49 @@ class TorchEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+    def token_logprobs(self, token_ids: list[int], adapter: str | None = None) -> list[float]:
         check_scoring_window(len(token_ids), self.context_length)
         with self._lock:
+            if self.adapter_stack is not None:
+                self.adapter_stack.select([adapter])
             return teacher_forced_logprobs(self.model, token_ids)
 
     def close(self) -> None:
         self.scheduler.stop()
         self.model = None
+
+
+class AdapterView:
+    """A :class:`TorchEngine` seen through one of its LoRA adapters: same interface, same
+    scheduler (so its sequences batch with the base's and the other adapters'), no weights of
+    its own. Closing a view does nothing; the engine owns the model."""
+
+    memory_bytes = 0
+
+    def __init__(self, engine: TorchEngine, adapter: str):
+        self.engine, self.adapter_name = engine, adapter
+        self.model_name = adapter
+        self.tokenizer, self.context_length = engine.tokenizer, engine.context_length
+
+    @property
+    def healthy(self) -> bool:
+        return self.engine.healthy
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return self.engine.count_prompt_tokens(request)
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        return self.engine.stream(request, adapter=self.adapter_name)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.tokenize(text)
+
+    def token_logprobs(self, token_ids: list[int]) -> list[float]:
+        return self.engine.token_logprobs(token_ids, adapter=self.adapter_name)
+
+    def close(self) -> None:
+        pass

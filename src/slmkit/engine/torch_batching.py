@@ -38,6 +38,7 @@ class Slot:
     last_token: int = 0
     drafter: Drafter | None = None  # speculative decoding (greedy only), when this slot runs alone
     draft_tokens: int = 0
+    adapter: str | None = None  # LoRA adapter of a multi-adapter engine; None = the base model
 
 
 class EngineStoppedError(SlmError):
@@ -54,8 +55,11 @@ class GenerationError(RuntimeError):
 
 
 class BatchScheduler:
-    def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8):
+    def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8, select_adapters=None):
         self.model = model
+        # Multi-adapter engines: select_adapters([adapter of each row]) before every forward pass.
+        self.select_adapters = select_adapters
+        self.mixed_adapter_steps = 0  # decoding steps whose batch held more than one adapter
         self.model_lock = model_lock
         self.max_batch_size = max_batch_size
         self.pending: queue.Queue[Slot] = queue.Queue()
@@ -167,6 +171,7 @@ class BatchScheduler:
             ids = torch.tensor([slot.state.prompt_ids], dtype=torch.long)
             cache = DynamicCache()
             with self.model_lock, torch.inference_mode():
+                self._adapters([slot])
                 logits = self.model(input_ids=ids, cache=cache, use_cache=True).logits[0, -1]
             if self._emit(slot, logits):
                 return None
@@ -233,6 +238,7 @@ class BatchScheduler:
         self.mask = torch.cat([self.mask, torch.ones(len(self.active), 1, dtype=torch.long)], dim=1)
         positions = (self.mask.sum(dim=1, keepdim=True) - 1)
         with self.model_lock, torch.inference_mode():
+            self._adapters(self.active)
             logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
                                 cache=self.cache, use_cache=True).logits[:, -1]
         finished = [self._emit_or_fail(slot, logits[row]) for row, slot in enumerate(self.active)]
@@ -252,6 +258,7 @@ class BatchScheduler:
         end = int(self.mask.sum())
         positions = torch.arange(end - tokens.shape[1], end).unsqueeze(0)
         with self.model_lock, torch.inference_mode():
+            self._adapters([slot])
             logits = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
                                 cache=self.cache, use_cache=True).logits[0]
         accepted = 0
@@ -269,6 +276,15 @@ class BatchScheduler:
                 self._select([])
                 return True
         return True
+
+    def _adapters(self, slots: list[Slot]) -> None:
+        """Tell a multi-adapter model each row's adapter (under the model lock, before the forward pass)."""
+        if self.select_adapters is None:
+            return
+        adapters = [slot.adapter for slot in slots]
+        if len(set(adapters)) > 1:
+            self.mixed_adapter_steps += 1
+        self.select_adapters(adapters)
 
     def _select(self, rows: list[int]) -> None:
         """Keep only ``rows`` of the batch and drop padding columns no sequence needs any more."""

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from slmkit.errors import SlmError
-from slmkit.server import knowledge, recommendations
+from slmkit.server import knowledge, recommendations, routing
 from slmkit.server.errors import HTTPError, error_response, slm_error_response
 from slmkit.server.generation import (
     collect_unless_disconnected,
@@ -47,6 +47,7 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
     pool = ModelPool(settings)
     recommenders = recommendations.Recommenders(pool.recommender_ids, settings.threads)
     metrics = ServerMetrics(pool)
+    auto_router = routing.AutoRouter(settings.router, metrics, settings.threads) if settings.router else None
     state = {"ready": not (settings.preload and pool.chat_ids), "load_error": None}  # nothing to preload: ready
 
     @contextlib.asynccontextmanager
@@ -107,7 +108,7 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
 
     @app.get("/v1/models")
     async def list_models():
-        ids = pool.all_ids() + knowledge.knowledge_base_ids()
+        ids = pool.all_ids() + knowledge.knowledge_base_ids() + ([routing.AUTO] if auto_router else [])
         return {"object": "list", "data": [_model_card(m, pool) for m in ids]}
 
     @app.get("/v1/models/{model_id:path}")
@@ -127,6 +128,8 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
         return await _generate(body, http_request, chat=False)
 
     async def _generate(body, http_request: Request, chat: bool):
+        if chat and body.model == routing.AUTO and auto_router is not None:
+            return await _routed(body, http_request)
         if chat and body.model.startswith(knowledge.PREFIX):
             lease, answer = await knowledge.answer(body, pool, settings)
             extra = {"sources": answer.sources, "abstained": answer.abstained}
@@ -141,6 +144,40 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
             lease.release()
             raise
         return await _respond(body, http_request, chunks, chat=chat, lease=lease, extra=None)
+
+    async def _routed(body, http_request: Request):
+        """``model: "auto"``: the router's specialist answers; the response names it (server/routing.py)."""
+        decision = await auto_router.decide(body)
+        routed = routing.plan(decision, pool)
+        extra = {"route": routing.route_info(decision)}
+        text = routing.last_user_text(body)
+        if routed.kind == "knowledge_base":
+            body.model = knowledge.PREFIX + routed.target
+            lease, answer = await knowledge.answer(body, pool, settings)
+            chunks = answer.chunks
+            extra.update(sources=answer.sources, abstained=answer.abstained)
+        elif routed.kind == "extractor":
+            body.model = f"docs:{routed.target}"
+            lease, chunks, more = await routing.extract(body, text, routed.target, pool, settings)
+            extra.update(more)
+        elif routed.kind == "recommender":
+            body.model = f"recommend:{routed.target}"
+            lease, chunks, more = await routing.recommend_named(body, text, routed.target, pool, recommenders)
+            extra.update(more)
+        else:
+            body.model = routed.target
+            lease = await pool.checkout(body.model, "chat")
+            try:
+                chunks = await anyio.to_thread.run_sync(functools.partial(start_generation, body, lease.engine,
+                                                                          settings, chat=True))
+            except BaseException:
+                lease.release()
+                raise
+        response = await _respond(body, http_request, chunks, chat=True, lease=lease, extra=extra)
+        if isinstance(response, dict):
+            response = JSONResponse(response)
+        response.headers[routing.HEADER] = decision.route
+        return response
 
     async def _respond(body, http_request: Request, chunks, *, chat: bool, lease: Lease, extra: dict | None):
         """Stream or collect ``chunks`` in OpenAI's format; releases the lease at the end."""
@@ -261,6 +298,8 @@ class TimedStreamingResponse(StreamingResponse):
 def _model_card(model_id: str, pool: ModelPool) -> dict:
     if model_id.startswith(knowledge.PREFIX):
         kind = "knowledge_base"
+    elif model_id == routing.AUTO:
+        kind = "router"
     else:
         kind = "embedding" if model_id in pool.embedding_ids else "chat"
     card = {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit", "kind": kind,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import anyio
 
-from slmkit.errors import CorruptModelError, ModelNotFoundError, SlmError
+from slmkit.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError, SlmError
 from slmkit.server.errors import HTTPError
 
 log = logging.getLogger("slmkit.server")
@@ -58,6 +58,13 @@ class ModelPool:
 
         chat_references, self.recommender_ids = split_models(list(dict.fromkeys(settings.models)))
         self.chat_ids = self._publish(chat_references)
+        # LoRA adapters share the first chat model's engine (their base); a lease on one holds a view.
+        clash = [name for name in settings.adapters if name in self.references]
+        if clash:
+            raise InvalidRequestError(f"The adapter name {clash[0]!r} is already a model id on this server; name it "
+                                      "differently (--adapter NEWNAME=PATH).")
+        self.adapter_ids = list(settings.adapters) if self.chat_ids else []
+        self.chat_ids += self.adapter_ids
         self.embedding_ids = self._publish(settings.embedding_models)
         self.loaded: collections.OrderedDict[str, object] = collections.OrderedDict()  # LRU order
         self.in_flight: collections.Counter[str] = collections.Counter()
@@ -124,6 +131,8 @@ class ModelPool:
         await self._engine(self.resolve_id(name, kind), kind)
 
     async def _engine(self, model_id: str, kind: str):
+        if model_id in self.adapter_ids:  # a view of the base engine, which holds every adapter
+            return (await self._engine(self.chat_ids[0], "chat")).adapter(model_id)
         lock = self._locks.setdefault(model_id, asyncio.Lock())
         async with lock:
             with self._mutex:
@@ -156,7 +165,15 @@ class ModelPool:
         try:
             if self.settings.max_memory_bytes:
                 self._make_room(_estimate_bytes(resolve(reference).path))
-            if kind == "chat":
+            if kind == "chat" and self.adapter_ids and model_id == self.chat_ids[0]:
+                from slmkit.engine.torch_backend import TorchEngine
+                from slmkit.references import resolve_hf
+
+                engine = TorchEngine(resolve_hf(reference).path, model_name=model_id, threads=self.settings.threads,
+                                     max_batch_size=self.settings.max_batch_size,
+                                     adapters={name: self.settings.adapters[name] for name in self.adapter_ids})
+                _warm_up(engine)
+            elif kind == "chat":
                 engine = load_engine(reference, backend=self.settings.backend, threads=self.settings.threads,
                                      max_batch_size=self.settings.max_batch_size)
                 _warm_up(engine)
@@ -184,7 +201,9 @@ class ModelPool:
                 if used + needed <= budget:
                     break
                 recently_handed = now - self._handed_out.get(model_id, -1e9) < EVICTION_GRACE_S
-                if self.in_flight[model_id] == 0 and not recently_handed:
+                busy = self.in_flight[model_id] + (sum(self.in_flight[a] for a in self.adapter_ids)
+                                                   if self.chat_ids and model_id == self.chat_ids[0] else 0)
+                if busy == 0 and not recently_handed:
                     engine = self.loaded.pop(model_id)
                     used -= _memory(engine)
                     victims.append(engine)

@@ -26,4 +26,8 @@ class ServerSettings:
     cors_origins: list[str] = dataclasses.field(default_factory=list)  # empty = CORS off
     allowed_hosts: list[str] = dataclasses.field(default_factory=list)  # extra Host names accepted
     drain_timeout_s: float = 10.0
+    # LoRA adapters (public id -> adapter reference) served on the first chat model, one shared
+    # base in memory; torch backend (engine/torch_backend.py). Requests name the adapter's id.
+    adapters: dict[str, str] = dataclasses.field(default_factory=dict)
+    router: str | None = None  # a router (slm router train) answering model="auto" (server/routing.py)
     preload: bool = True  # load the first model at start-up (health is 503 until it is ready)
