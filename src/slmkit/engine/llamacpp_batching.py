@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import numpy as np
-import torch
 
 from slmkit.engine import Chunk
 from slmkit.engine.drafting import Drafter
@@ -262,9 +261,10 @@ class LlamaBatchScheduler:
         count = min(slot.draft_tokens, state.max_new_tokens - len(state.generated) - 1, room)
         return slot.drafter.propose(state.all_ids, count) if count > 0 else []
 
-    def _logits(self, index: int) -> torch.Tensor:
+    def _logits(self, index: int) -> np.ndarray:
+        """A view of llama.cpp's logits row (valid until the next decode; the sampler only reads it)."""
         pointer = self.ll.llama_get_logits_ith(self.ctx, index)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)))
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
 
     def _after_decode(self, item: _Fed) -> None:
         slot = item.slot
@@ -294,7 +294,7 @@ class LlamaBatchScheduler:
         if accepted < len(draft):  # drop the KV of drafts the model did not agree with
             self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, slot.n_past, -1)
 
-    def _emit(self, slot: Slot, logits: torch.Tensor) -> int | None:
+    def _emit(self, slot: Slot, logits: np.ndarray) -> int | None:
         """Sample the slot's next token and send its chunk; None when the request finished."""
         token = slot.sampler(logits, slot.state.all_ids)
         chunk = slot.state.append(token)
