@@ -20,20 +20,20 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
 
-from slmkit.engine import Chunk
 from slmkit.engine.drafting import Drafter
 from slmkit.engine.prefix_cache import PrefixCache
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.engine.torch_batching import EngineStoppedError
+from slmkit.engine.streams import DONE, ChunkQueue, ChunkStream
+from slmkit.engine.torch_batching import EngineStoppedError, GenerationError
+from slmkit.errors import SlmError
 
 log = logging.getLogger(__name__)
-_DONE = object()
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Slot:
 
     state: SequenceState
     sampler: Sampler
-    output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    output: ChunkQueue = dataclasses.field(default_factory=ChunkQueue)
     cancelled: bool = False
     seq_id: int = -1
     n_past: int = 0  # tokens of this sequence in the KV cache (positions 0..n_past-1)
@@ -85,25 +85,17 @@ class LlamaBatchScheduler:
         self._thread.start()
 
     # -- caller side -------------------------------------------------------------------
-    def submit(self, slot: Slot) -> Iterator[Chunk]:
-        """The slot's chunks; it joins when iteration starts, and closing the iterator cancels it."""
+    def submit(self, slot: Slot) -> ChunkStream:
+        """The slot's chunks (read them blocking or with ``async for``); it joins when reading
+        starts, and closing the stream cancels it."""
         if self._stopping:
             raise EngineStoppedError("The engine has stopped; restart it.")
-        return self._drain(slot)
 
-    def _drain(self, slot: Slot) -> Iterator[Chunk]:
-        self.pending.put(slot)
-        try:
-            while True:
-                item = slot.output.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise EngineStoppedError(f"Generation failed: {item}") from item
-                yield item
-        finally:
+        def cancel() -> None:
             slot.cancelled = True  # the caller stopped listening: free the sequence at the next step
             self.pending.put(None)  # wake the thread if it is idle
+
+        return ChunkStream(slot.output, start=lambda: self.pending.put(slot), cancel=cancel, error=_request_error)
 
     def run_exclusive(self, job: Callable[[int], object]) -> object:
         """Run ``job(seq_id)`` on the scheduler thread between steps, with a free sequence id
@@ -321,10 +313,19 @@ class LlamaBatchScheduler:
 
     def _finish(self, slot: Slot, error: BaseException | None) -> None:
         self._release(slot)  # before the caller hears of it: its KV is gone when the stream ends
-        slot.output.put(error if error is not None else _DONE)
+        slot.output.put(error if error is not None else DONE)
 
     def _release(self, slot: Slot) -> None:
         if slot in self.active:
             self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             self.free_ids.append(slot.seq_id)
             self.active.remove(slot)
+
+
+def _request_error(error: BaseException) -> BaseException:
+    """What the reader of a failed request sees, as on the PyTorch scheduler: the request's own
+    problem or a typed engine error (an SlmError: 400, 500, 503) as it is, anything else as a
+    generic failure whose cause stays in the log."""
+    if isinstance(error, SlmError):
+        return error
+    return GenerationError("The generation failed inside the engine.")
