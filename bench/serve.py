@@ -11,6 +11,8 @@ Rows: llama-server (`-np 8`) on the q4_k_m file `slm export gguf` writes, on the
 package ships and on a q8_0 export; `slm serve --backend torch` (the PyTorch path, the default
 before issue 19); `slm serve` as it is by default now; `slm serve --backend llamacpp` on the
 same q4_k_m file. Prints a markdown table and the ratios the targets in docs/benchmarks.md use.
+Then `slm generate`'s decode speed beside a bare llama-cpp-python loop on the same file
+(`--generate-only` runs just that).
 
     python bench/serve.py [--llama-server PATH]   (or SLM_LLAMA_SERVER=PATH)
 
@@ -143,11 +145,63 @@ def slm_serve_command(model: str, backend: str) -> list[str]:
             str(THREADS), "--max-batch-size", "8", "--port", "{port}", "--embedding-model", "minilm-l6"]
 
 
+def generate_against_raw_llama(rounds: int = 3, tokens: int = 128) -> None:
+    """`slm generate`'s decode speed (the library call the verb wraps, default backend and file)
+    beside a bare llama-cpp-python loop on the same file: one-token llama_decode calls and a
+    NumPy argmax, nothing else (the most a Python caller of llama.cpp can get)."""
+    import llama_cpp
+    import numpy as np
+    from llama_cpp import _internals
+
+    from slmkit.engine import load_engine
+    from slmkit.generate import build_request, collect
+
+    engine = load_engine("smollm2-135m")
+    prompt = "Write a long story about a lighthouse keeper and the sea."
+    request = build_request(prompt, max_new_tokens=tokens, temperature=0.0)
+    prompt_ids = engine.prepare(request)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 256
+    params.n_threads = params.n_threads_batch = THREADS
+    params.no_perf = True
+    raw = _internals.LlamaContext(model=engine.model, params=params, verbose=False)  # same weights, own KV
+
+    def raw_decode() -> float:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(raw.ctx), True)
+        ids = (llama_cpp.llama_token * len(prompt_ids))(*prompt_ids)
+        llama_cpp.llama_decode(raw.ctx, llama_cpp.llama_batch_get_one(ids, len(prompt_ids)))
+        one = (llama_cpp.llama_token * 1)()
+        started = time.perf_counter()
+        for _ in range(tokens - 1):
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(raw.ctx, -1), shape=(engine.vocab_size,))
+            one[0] = int(row.argmax())
+            llama_cpp.llama_decode(raw.ctx, llama_cpp.llama_batch_get_one(one, 1))
+        return (tokens - 1) / (time.perf_counter() - started)
+
+    ours, bare = [], []
+    for _ in range(rounds):  # alternating, so both see the same machine
+        result = collect(engine.stream(request))
+        ours.append(result.stats.decode_tokens_per_s)
+        bare.append(raw_decode())
+    engine.close()
+    mine, peer = statistics.median(ours), statistics.median(bare)
+    print(f"\n`slm generate` decode vs a bare llama-cpp-python loop, same file ({engine.path.parent.name}/"
+          f"{engine.path.name}), {tokens} tokens, median of {rounds}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| decoder | tok/s |\n|---|---|")
+    print(f"| `slm generate` (library, default backend) | {mine:.1f} |\n| bare llama.cpp loop | {peer:.1f} |")
+    print(f"\n| target | measured | met |\n|---|---|---|\n| `slm generate` decode >= 0.95x raw llama.cpp | "
+          f"{mine / peer:.2f}x | {'yes' if mine / peer >= 0.95 else 'no'} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llama-server", default=os.environ.get("SLM_LLAMA_SERVER"),
                         help="Path to llama.cpp's llama-server binary (or set SLM_LLAMA_SERVER).")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="Only compare `slm generate`'s decode speed with a bare llama.cpp loop.")
     args = parser.parse_args()
+    if args.generate_only:
+        return generate_against_raw_llama()
 
     from slmkit.engine import serving_plan
     from slmkit.export.gguf import export_gguf
@@ -194,6 +248,7 @@ def main():
             results[what] = r = run_server(command, what, system)
             print(f"| {what} | {r['one_stream']:.1f} | {r['eight_streams']:.1f} | {r['ttft_cold']:.2f} | "
                   f"{r['ttft_warm']:.3f} | {os.getloadavg()[0]:.1f} |", flush=True)
+    generate_against_raw_llama()
     if not peer:
         return
     same = results[peer_rows["default file" if "default file" in gguf else "Q4_1 shipped"]]

@@ -47,6 +47,9 @@ class Card:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     content_sha256: str | None = None
+    # Which backend and file serve this model by default when the store keeps a separate
+    # inference file for it (the built-in's f16 GGUF); empty: the plan follows the format.
+    inference: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: str = dataclasses.field(
         default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     )

@@ -182,7 +182,20 @@ def _builtin_gguf(name: str, source: Path, float_dir: Path, progress: Callable |
 
         with contextlib.suppress(ArtifactExistsError):  # another process wrote it meanwhile
             export_gguf(name, BUILTIN_INFERENCE_QUANT, output=target, check=False, progress=progress)
+    _record_inference_file(float_dir, f"{stored_name}/model.gguf")
     return dataclasses.replace(resolve_path(target), name=name)
+
+
+def _record_inference_file(float_dir: Path, file: str) -> None:
+    """Say on the float import's card which file serves it (written once, atomically)."""
+    from slmkit.artifact import read_card, write_card
+
+    card = read_card(float_dir)
+    wanted = {"backend": "llamacpp", "file": file, "quant": BUILTIN_INFERENCE_QUANT,
+              "why": "answers like the float model (the shipped Q4_1 does not) and prefills fastest (docs/llamacpp.md)"}
+    if card is not None and card.inference != wanted:
+        card.inference = wanted
+        write_card(float_dir, card)
 
 
 def _resolve_hf_cache(repo_id: str) -> ResolvedModel:

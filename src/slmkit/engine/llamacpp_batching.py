@@ -20,21 +20,20 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
-import torch
 
-from slmkit.engine import Chunk
 from slmkit.engine.drafting import Drafter
 from slmkit.engine.prefix_cache import PrefixCache
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
-from slmkit.engine.torch_batching import EngineStoppedError
+from slmkit.engine.streams import DONE, ChunkQueue, ChunkStream
+from slmkit.engine.torch_batching import EngineStoppedError, GenerationError
+from slmkit.errors import SlmError
 
 log = logging.getLogger(__name__)
-_DONE = object()
 
 
 @dataclasses.dataclass
@@ -43,7 +42,7 @@ class Slot:
 
     state: SequenceState
     sampler: Sampler
-    output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    output: ChunkQueue = dataclasses.field(default_factory=ChunkQueue)
     cancelled: bool = False
     seq_id: int = -1
     n_past: int = 0  # tokens of this sequence in the KV cache (positions 0..n_past-1)
@@ -86,25 +85,17 @@ class LlamaBatchScheduler:
         self._thread.start()
 
     # -- caller side -------------------------------------------------------------------
-    def submit(self, slot: Slot) -> Iterator[Chunk]:
-        """The slot's chunks; it joins when iteration starts, and closing the iterator cancels it."""
+    def submit(self, slot: Slot) -> ChunkStream:
+        """The slot's chunks (read them blocking or with ``async for``); it joins when reading
+        starts, and closing the stream cancels it."""
         if self._stopping:
             raise EngineStoppedError("The engine has stopped; restart it.")
-        return self._drain(slot)
 
-    def _drain(self, slot: Slot) -> Iterator[Chunk]:
-        self.pending.put(slot)
-        try:
-            while True:
-                item = slot.output.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise EngineStoppedError(f"Generation failed: {item}") from item
-                yield item
-        finally:
+        def cancel() -> None:
             slot.cancelled = True  # the caller stopped listening: free the sequence at the next step
             self.pending.put(None)  # wake the thread if it is idle
+
+        return ChunkStream(slot.output, start=lambda: self.pending.put(slot), cancel=cancel, error=_request_error)
 
     def run_exclusive(self, job: Callable[[int], object]) -> object:
         """Run ``job(seq_id)`` on the scheduler thread between steps, with a free sequence id
@@ -262,9 +253,10 @@ class LlamaBatchScheduler:
         count = min(slot.draft_tokens, state.max_new_tokens - len(state.generated) - 1, room)
         return slot.drafter.propose(state.all_ids, count) if count > 0 else []
 
-    def _logits(self, index: int) -> torch.Tensor:
+    def _logits(self, index: int) -> np.ndarray:
+        """A view of llama.cpp's logits row (valid until the next decode; the sampler only reads it)."""
         pointer = self.ll.llama_get_logits_ith(self.ctx, index)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)))
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
 
     def _after_decode(self, item: _Fed) -> None:
         slot = item.slot
@@ -294,7 +286,7 @@ class LlamaBatchScheduler:
         if accepted < len(draft):  # drop the KV of drafts the model did not agree with
             self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, slot.n_past, -1)
 
-    def _emit(self, slot: Slot, logits: torch.Tensor) -> int | None:
+    def _emit(self, slot: Slot, logits: np.ndarray) -> int | None:
         """Sample the slot's next token and send its chunk; None when the request finished."""
         token = slot.sampler(logits, slot.state.all_ids)
         chunk = slot.state.append(token)
@@ -321,10 +313,19 @@ class LlamaBatchScheduler:
 
     def _finish(self, slot: Slot, error: BaseException | None) -> None:
         self._release(slot)  # before the caller hears of it: its KV is gone when the stream ends
-        slot.output.put(error if error is not None else _DONE)
+        slot.output.put(error if error is not None else DONE)
 
     def _release(self, slot: Slot) -> None:
         if slot in self.active:
             self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             self.free_ids.append(slot.seq_id)
             self.active.remove(slot)
+
+
+def _request_error(error: BaseException) -> BaseException:
+    """What the reader of a failed request sees, as on the PyTorch scheduler: the request's own
+    problem or a typed engine error (an SlmError: 400, 500, 503) as it is, anything else as a
+    generic failure whose cause stays in the log."""
+    if isinstance(error, SlmError):
+        return error
+    return GenerationError("The generation failed inside the engine.")

@@ -1,27 +1,32 @@
 """Pick the next token from logits, the same way on every backend.
 
-Uses transformers' logits processors (the reference implementations users already know from
-``generate``) applied to a single row of logits, with a per-request ``torch.Generator`` so a
-seed reproduces a sample exactly.
+The processing is the one users know from transformers' ``generate`` — repetition penalty,
+temperature, top-k, top-p, in that order, with the same keep/remove rules (ties at the top-k
+threshold kept; top-p keeps the smallest set of best tokens whose probability reaches
+``top_p``) — written here on one NumPy row instead of calling transformers' logits processors.
+Measured on SmolLM2's 49,152-token vocabulary, one thread: transformers' processors plus the
+old torch checks took ~450 us per greedy token and ~5.8 ms per top-p token, enough to cost
+llama.cpp a fifth of its decode speed; this path takes tens of microseconds (``bench/sampling.py``).
+``tests/test_sampling.py`` checks that the kept tokens and their probabilities equal
+transformers' processors on random logits.
 
-A request with a grammar (``SamplingParams.grammar``, see :mod:`slmkit.engine.constrained`)
-first has every token the grammar rejects masked out, so constrained decoding works on every
-backend that samples through here.
+Each request has its own random generator, so a seed reproduces a sample exactly on every
+backend. A request with a grammar (``SamplingParams.grammar``, see
+:mod:`slmkit.engine.constrained`) first has every token the grammar rejects masked out, so
+constrained decoding works on every backend that samples through here.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from transformers import (
-    LogitsProcessorList,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 
 from slmkit.engine import SamplingParams
 from slmkit.errors import InvalidRequestError, SlmError
+
+# Top-p first looks for its nucleus among this many best tokens (a partial sort); only when
+# they hold less than top_p of the probability does it sort the whole vocabulary.
+NUCLEUS_CANDIDATES = 1024
 
 
 class NonFiniteLogitsError(SlmError):
@@ -36,46 +41,114 @@ class NonFiniteLogitsError(SlmError):
 class Sampler:
     def __init__(self, params: SamplingParams):
         self.greedy = params.temperature == 0.0
-        self.processors = LogitsProcessorList()
-        if params.repetition_penalty != 1.0:
-            self.processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
-        if not self.greedy:
-            self.processors.append(TemperatureLogitsWarper(params.temperature))
-            if params.top_k > 0:
-                self.processors.append(TopKLogitsWarper(params.top_k))
-            if params.top_p < 1.0:
-                self.processors.append(TopPLogitsWarper(params.top_p))
-        self.generator = torch.Generator()
-        if params.seed is not None:
-            self.generator.manual_seed(params.seed)
-        else:
-            self.generator.seed()
+        self.temperature, self.top_k, self.top_p = params.temperature, params.top_k, params.top_p
+        self.repetition_penalty = params.repetition_penalty
+        self.rng = np.random.default_rng(params.seed)  # seed None: fresh entropy
         self.grammar_state = params.grammar.start() if params.grammar is not None else None
 
-    def __call__(self, logits: torch.Tensor, context_ids: list[int] | torch.Tensor) -> int:
-        """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far."""
-        scores = logits.float().unsqueeze(0)
-        if not _samplable(scores):
+    def __call__(self, logits: torch.Tensor | np.ndarray, context_ids: list[int] | torch.Tensor) -> int:
+        """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far.
+
+        ``logits`` may be a view of the backend's own buffer: it is never written to."""
+        raw = _as_row(logits)
+        top = raw.max()
+        if not np.isfinite(top):  # NaN propagates through max; +inf is the max; all -inf too
             raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
+        scores = raw
         if self.grammar_state is not None:
-            scores = self.grammar_state.mask(scores.clone())  # never write into the backend's logits
-        if len(self.processors):
-            context = torch.as_tensor(context_ids, dtype=torch.long)
-            scores = self.processors(context.unsqueeze(0), scores)
-        if not _samplable(scores):
-            raise InvalidRequestError("The sampling settings turned the scores into NaN or infinity; use a temperature "
-                                      "and repetition_penalty nearer 1.", param="temperature")
+            scores = raw.copy()
+            self.grammar_state.mask(torch.from_numpy(scores).unsqueeze(0))  # in place, shares memory
+        if self.repetition_penalty != 1.0:
+            scores = self._penalize(scores if scores is not raw else raw.copy(), context_ids)
         if self.greedy:
-            token = int(scores.argmax(dim=-1))
+            token = int(scores.argmax())
+            if not np.isfinite(scores[token]):
+                raise _unsamplable()
         else:
-            probs = torch.softmax(scores, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            token = self._sample(scores)
         if self.grammar_state is not None:
             self.grammar_state.advance(token)
         return token
 
+    def _penalize(self, scores: np.ndarray, context_ids) -> np.ndarray:
+        ids = np.unique(np.asarray(context_ids, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < scores.shape[0])]
+        seen = scores[ids]
+        with np.errstate(over="ignore"):  # an overflow becomes inf, which the caller reports
+            scores[ids] = np.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
+        return scores
 
-def _samplable(scores: torch.Tensor) -> bool:
-    """No NaN or +inf and at least one finite score. Masked or filtered tokens are -inf, which
-    is fine; anything else would make argmax pick garbage and multinomial raise."""
-    return not bool(torch.isnan(scores).any() | torch.isposinf(scores).any()) and bool(torch.isfinite(scores).any())
+    def probabilities(self, logits: torch.Tensor | np.ndarray, context_ids: list[int] | torch.Tensor) -> np.ndarray:
+        """The (vocab,) distribution a sampled (temperature > 0) request draws from, after every
+        processing step; no grammar state is advanced."""
+        scores = _as_row(logits).copy()
+        if self.grammar_state is not None:
+            self.grammar_state.mask(torch.from_numpy(scores).unsqueeze(0))
+        if self.repetition_penalty != 1.0:
+            scores = self._penalize(scores, context_ids)
+        candidates, weights = self._filtered(scores)
+        full = np.zeros(scores.shape[0])
+        full[slice(None) if candidates is None else candidates] = weights / weights.sum(dtype=np.float64)
+        return full
+
+    def _sample(self, scores: np.ndarray) -> int:
+        candidates, weights = self._filtered(scores)
+        cumulative = np.cumsum(weights, dtype=np.float64)
+        pick = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1], side="right"))
+        pick = min(pick, len(cumulative) - 1)
+        return int(pick if candidates is None else candidates[pick])
+
+    def _filtered(self, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Temperature, top-k and top-p: the token ids still in play (None = all) and their
+        unnormalized probabilities."""
+        with np.errstate(over="ignore"):  # float32 like transformers: a tiny temperature overflows to inf, refused below
+            scores = scores / np.float32(self.temperature)
+        vocab = scores.shape[0]
+        candidates = None
+        if 0 < self.top_k < vocab:
+            threshold = np.partition(scores, vocab - self.top_k)[vocab - self.top_k]
+            candidates = np.flatnonzero(scores >= threshold)  # ties at the threshold stay, as in transformers
+        kept = scores if candidates is None else scores[candidates]
+        best = kept.max()
+        if not np.isfinite(best):
+            raise _unsamplable()
+        weights = np.exp(kept - best)
+        if self.top_p < 1.0:
+            local = _nucleus(weights / weights.sum(dtype=np.float64), self.top_p)
+            candidates = local if candidates is None else candidates[local]
+            weights = weights[local]
+        return candidates, weights
+
+
+def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Indices of the tokens top-p keeps, by transformers' rule: sorted ascending, a token goes
+    while the probability summed up to and including it is <= 1 - top_p; the best always stays."""
+    size = probs.shape[0]
+    drop_mass = 1.0 - top_p
+    if size > NUCLEUS_CANDIDATES:
+        best = np.argpartition(probs, size - NUCLEUS_CANDIDATES)[size - NUCLEUS_CANDIDATES:]
+        rest = 1.0 - probs[best].sum()  # every token outside ``best`` is no more likely than those in it
+        if rest <= drop_mass:
+            order = best[np.argsort(probs[best], kind="stable")]
+            removed = rest + np.cumsum(probs[order]) <= drop_mass
+            removed[-1] = False
+            return order[~removed]
+    order = np.argsort(probs, kind="stable")
+    removed = np.cumsum(probs[order]) <= drop_mass
+    removed[-1] = False
+    return order[~removed]
+
+
+def _as_row(logits) -> np.ndarray:
+    if isinstance(logits, torch.Tensor):
+        logits = logits.detach()
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        return logits.reshape(-1).numpy()
+    row = np.asarray(logits).reshape(-1)
+    return row if row.dtype == np.float32 else row.astype(np.float32)
+
+
+def _unsamplable() -> InvalidRequestError:
+    return InvalidRequestError("The sampling settings turned the scores into NaN or infinity; use a temperature "
+                               "and repetition_penalty nearer 1.", param="temperature")

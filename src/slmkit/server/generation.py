@@ -133,17 +133,25 @@ def requested_json_schema(body) -> dict | None:
 
 
 async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Chunk]:
-    """Pull chunks from a blocking engine stream without blocking the event loop.
+    """Pull chunks from an engine stream without blocking the event loop.
 
-    If the consumer goes away (client disconnect, cancellation), the engine stream is
-    closed, which frees its batch slot.
+    Streams that can be awaited (:class:`slmkit.engine.streams.ChunkStream`) are read on the
+    loop; other iterators are read through a worker thread, one hop per chunk. If the consumer
+    goes away (client disconnect, cancellation), the engine stream is closed, which frees its
+    batch slot.
     """
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            chunk = await anyio.to_thread.run_sync(next, chunks, _END)
-            if chunk is _END:
-                return
+            if hasattr(chunks, "__anext__"):
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+            else:
+                chunk = await anyio.to_thread.run_sync(next, chunks, _END)
+                if chunk is _END:
+                    return
             yield chunk
             if time.monotonic() > deadline:
                 raise HTTPError(504, f"Generation took longer than the server's limit of {timeout_s:.0f} s.",
