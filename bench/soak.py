@@ -135,6 +135,32 @@ def stream_client(url: str, model: str, prompt: str, hang_up: bool, max_tokens: 
     return "no [DONE]"
 
 
+def impatient_clients(url: str, model: str, count: int = 200, max_tokens: int = 10_000) -> dict:
+    """RELIABILITY #13: ``count`` non-streaming requests for ``max_tokens`` tokens whose clients
+    give up after 0.5 s; the server must drop them all, then answer a 10-token request in < 5 s."""
+    body = {"model": model, "prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0.7}
+
+    def one(_) -> str:
+        try:
+            return f"status {httpx.post(url + '/v1/completions', json=body, timeout=0.5).status_code}"
+        except httpx.TimeoutException:
+            return "gave up"
+
+    with ThreadPoolExecutor(count) as workers:
+        outcomes: dict[str, int] = {}
+        for outcome in workers.map(one, range(count)):
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    given_up = time.perf_counter()
+    while (gauge(url, "slm_requests_in_flight") or gauge(url, "slm_active_sequences")) \
+            and time.perf_counter() - given_up < 60:
+        time.sleep(0.1)
+    drain_s = time.perf_counter() - given_up
+    started = time.perf_counter()
+    small = httpx.post(url + "/v1/completions", json={**body, "max_tokens": 10}, timeout=60)
+    return {"outcomes": outcomes, "drain_s": drain_s, "small_status": small.status_code,
+            "small_s": time.perf_counter() - started}
+
+
 def soak_round(url: str, model: str, embedding_model: str, streams: int, max_tokens: int, rng: random.Random) -> dict:
     outcomes: dict[str, int] = {}
     with ThreadPoolExecutor(streams + 4) as workers:
@@ -161,14 +187,14 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str, object]:
         sys.path.insert(0, str(ROOT / "tests"))
         from tiny import build_tiny_llama
 
-        model = str(build_tiny_llama(workdir / "tiny-soak"))
+        model = str(build_tiny_llama(workdir / "tiny-soak", context=12288))  # room for 10k-token answers
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     log = (workdir / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "slmkit", "serve", "--model", model, "--host", "127.0.0.1",
                                "--port", str(port), "--max-queue", str(args.streams + 16), "--default-max-tokens", "16",
-                               "--max-tokens-limit", "64"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                               "--max-tokens-limit", "10000"], stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     while time.time() < deadline:
         assert server.poll() is None, (workdir / "server.log").read_text()[-2000:]
@@ -226,6 +252,8 @@ def main() -> None:
         fuzzed = fuzz(url, chat_id, args.fuzz)
         fuzz_s = time.perf_counter() - started
         after_fuzz = server_stats(url, server.pid)
+        impatient = impatient_clients(url, chat_id)
+        print(f"impatient clients: {impatient}", file=sys.stderr, flush=True)
         rng = random.Random(7)
         warm_started = time.perf_counter()
         while time.perf_counter() - warm_started < args.warmup_minutes * 60:
@@ -243,7 +271,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
         log.close()
-    report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s, idle)
+    report(args, fuzzed, fuzz_s, start_stats, after_fuzz, impatient, rounds, samples, soak_s, idle)
 
 
 LOAD_MIX = (("stream", 0.6), ("chat", 0.25), ("embeddings", 0.15))
@@ -388,7 +416,7 @@ def load_soak(args, url: str, pid: int, chat_id: str, embedding_id: str) -> None
               f"p99 {p99 * 1000:.0f} ms{against} |")
 
 
-def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_s, idle) -> None:
+def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, impatient, rounds, samples, soak_s, idle) -> None:
     totals: dict[str, int] = {}
     for r in rounds:
         for key, value in r["outcomes"].items():
@@ -406,6 +434,9 @@ def report(args, fuzzed, fuzz_s, start_stats, after_fuzz, rounds, samples, soak_
     print(f"| fuzzed bodies answered 5xx | {five_xx} of {args.fuzz} (statuses: {dict(sorted(fuzzed['statuses'].items()))}) |")
     print(f"| server RSS before / after fuzz | {start_stats['rss_mb']:.0f} / {after_fuzz['rss_mb']:.0f} MB "
           f"({after_fuzz['rss_mb'] - start_stats['rss_mb']:+.0f} MB) |")
+    print(f"| 200 non-streaming 10,000-token requests, clients gone after 0.5 s | {impatient['outcomes']}; slots and "
+          f"sequences drained {impatient['drain_s']:.1f} s after the last gave up; then a 10-token request: "
+          f"{impatient['small_status']} in {impatient['small_s']:.2f} s |")
     print(f"| streams completed with [DONE] (staying clients) | {kept} of {expected_kept} |")
     print(f"| other stream outcomes | { {k: v for k, v in totals.items() if k != 'done'} } |")
     print(f"| slots in flight / active sequences after each round (max) | "
