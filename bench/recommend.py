@@ -2,18 +2,21 @@
 Markov-1, leave-one-out with full ranking (last item per user = test, the one before =
 validation, every item ranked, seen items masked), all computed in the same run.
 
-1. Selection, on validation items only: a small grid of learning rate x dropout, each
-   trained for ``--grid-minutes``; the setting with the best validation NDCG@10 wins.
-2. Headline: the winner trained for ``--minutes`` of training time (validation excluded),
-   keeping the weights with the best validation NDCG@10; test HR@10/NDCG@10 of that model and
-   of the baselines (ItemKNN's neighbour count also chosen on validation).
+1. Tuning (``--tune FILE --settings JSON``), on validation items only: each setting (overrides
+   of RecommendConfig's defaults) trained for ``--tune-cpu-seconds`` CPU-seconds; its best
+   validation HR@10/NDCG@10 is appended to FILE. Test items are never scored. The chosen
+   setting became RecommendConfig's defaults (docs/recommend-tuning.md lists every run).
+2. Headline: the defaults trained for ``--minutes`` of wall-clock training time (validation
+   excluded), keeping the weights with the best validation NDCG@10; test HR@10/NDCG@10 of
+   that model and of the baselines (ItemKNN's neighbour count also chosen on validation).
 3. Latency: top-10 for one user through ``recommend()``, median and p95 over 200 users,
    against ItemKNN's top-10 for one user (the peer).
 4. Memory: one forward+backward of the full-catalogue loss for 64 sequences x 50 positions over
    100,000 items, logits in chunks vs all at once, peak RSS of a fresh process each.
 5. Plot: validation HR@10 against training time, ``docs/img/recommend-validation.png``.
 
-Usage: python bench/recommend.py [--minutes 20] [--grid-minutes 5] [--json out.json]
+Usage: python bench/recommend.py [--minutes 20] [--json out.json]
+       python bench/recommend.py --tune tuning.jsonl --settings '[{}, {"dropout": 0.5}]'
 """
 
 from __future__ import annotations
@@ -34,24 +37,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # ../shared/data/ml-100k from the repository (searched upwards, so a git worktree finds it too)
 DATA = next((p / "shared" / "data" / "ml-100k" for p in Path(__file__).resolve().parents
              if (p / "shared" / "data" / "ml-100k").is_dir()), Path("../shared/data/ml-100k"))
-GRID = [(1e-3, 0.2), (3e-3, 0.2), (1e-3, 0.5), (3e-3, 0.5)]  # (learning_rate, dropout)
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "recommend-validation.png"
 
 
-def train_one(name: str, learning_rate: float, dropout: float, minutes: float, log: Path, items: Path):
+def train_one(name: str, minutes: float, log: Path, items: Path):
+    """RecommendConfig's defaults (the setting chosen on validation) for ``minutes`` of training."""
     from slmkit.recommend.train import RecommendConfig, train_recommender
 
-    config = RecommendConfig(learning_rate=learning_rate, dropout=dropout, attention_dropout=dropout, epochs=1000,
-                             max_length=50, validate_every=25, checkpoint_every=0, time_budget_s=60 * minutes)
+    config = RecommendConfig(epochs=10_000, validate_every=100, checkpoint_every=0, time_budget_s=60 * minutes)
     started = time.perf_counter()
 
     def show(event):
         if "validation_hr" in event:
             print(f"  {name} step {event['step']}: loss {event['loss']:.3f}, validation HR@10 "
                   f"{event['validation_hr']:.4f}, NDCG@10 {event['validation_ndcg']:.4f} "
-                  f"({time.perf_counter() - started:.0f} s wall)", flush=True)
+                  f"({time.perf_counter() - started:.0f} s wall, load {os.getloadavg()[0]:.1f})", flush=True)
 
-    return train_recommender([log], name, config, items_file=items, progress=show)
+    return train_recommender([log], name, config, items_file=items, progress=show), config
 
 
 def tune(settings: list[dict], cpu_seconds: float, results: Path, log: Path, items: Path) -> list[dict]:
@@ -86,6 +88,12 @@ def tune(settings: list[dict], cpu_seconds: float, results: Path, log: Path, ite
         print(f"{key}: best validation HR@10 {row['best']['hr@10']:.4f} NDCG@10 {row['best']['ndcg@10']:.4f} "
               f"at step {row['best']['step']} of {row['steps']} ({row['wall_s']:.0f} s wall, load "
               f"{load:.1f}->{row['load_end']:.1f})", flush=True)
+    print("\n| setting (changes from the defaults) | steps | wall s | load | best at step | validation HR@10 | "
+          "validation NDCG@10 |\n|---|---:|---:|---:|---:|---:|---:|")
+    for row in done:
+        print(f"| `{json.dumps(row['settings'], sort_keys=True)}` | {row['steps']} | {row['wall_s']:.0f} | "
+              f"{row['load_start']:.1f}-{row['load_end']:.1f} | {row['best']['step']} | {row['best']['hr@10']:.4f} | "
+              f"{row['best']['ndcg@10']:.4f} |")
     return done
 
 
@@ -195,7 +203,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--grid-minutes", type=float, default=5.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-only", action="store_true", help="Only the chunked vs full logits memory table.")
     parser.add_argument("--tune", type=Path, help="Tuning on validation only: results (JSON lines) go to this file.")
@@ -222,15 +229,11 @@ def main() -> None:
     from slmkit.recommend.predict import load_recommender
 
     log, items = args.data / "ml-100k.inter", args.data / "ml-100k.item"
-    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    grid = []
-    for number, (learning_rate, dropout) in enumerate(GRID):
-        result = train_one(f"grid-{number}", learning_rate, dropout, args.grid_minutes, log, items)
-        grid.append({"learning_rate": learning_rate, "dropout": dropout, "best": result.best,
-                     "curve": result.curve})
-    winner = max(grid, key=lambda g: g["best"]["ndcg@10"])
-    print(f"chosen on validation: learning rate {winner['learning_rate']}, dropout {winner['dropout']}", flush=True)
-    final = train_one("ml100k", winner["learning_rate"], winner["dropout"], args.minutes, log, items)
+    loads = [os.getloadavg()]
+    print(f"load average at start (1/5/15 min): {'/'.join(f'{x:.1f}' for x in loads[0])} on {os.cpu_count()} cores",
+          flush=True)
+    final, config = train_one("ml100k", args.minutes, log, items)
+    loads.append(os.getloadavg())
     report = evaluate_recommender("ml100k")  # the model and the baselines, same split, same run
     recommender = load_recommender("ml100k")
     catalogue = recommender.catalogue
@@ -238,10 +241,8 @@ def main() -> None:
     assert report["baselines"].keys() == baseline_report(split, len(catalogue)).keys()
     speed = latency("ml100k", split, len(catalogue))
     memory_rows = memory()
-    curves = {f"lr {g['learning_rate']:g}, dropout {g['dropout']:g} (grid)": g["curve"] for g in grid}
-    curves[f"chosen, {args.minutes:g}-minute run"] = final.curve
-    plot(curves, report["baselines"], PLOT)
-    load = os.getloadavg()[0]
+    plot({f"slmkit recommender, {args.minutes:g}-minute run": final.curve}, report["baselines"], PLOT)
+    loads.append(os.getloadavg())
 
     print(f"\n### Quality (ML-100k, {report['users']} users, {report['items']} items; leave-one-out, full ranking)\n")
     print("| model | validation HR@10 | validation NDCG@10 | test HR@10 | test NDCG@10 |")
@@ -255,9 +256,11 @@ def main() -> None:
     metrics = final.card.metrics
     print(f"Training: {final.training.steps} steps, {metrics['train_seconds']:.0f} s wall "
           f"({metrics['train_cpu_seconds']:.0f} CPU-s), best validation at step {final.best['step']} "
-          f"({final.best['train_seconds']:.0f} s); grid: " + ", ".join(
-              f"lr {g['learning_rate']:g}/dropout {g['dropout']:g} -> val NDCG@10 {g['best']['ndcg@10']:.4f}"
-              for g in grid))
+          f"({final.best['train_seconds']:.0f} s). Setting: max_length {config.max_length}, window_stride "
+          f"{config.window_stride or config.max_length}, {config.num_hidden_layers} layers x {config.hidden_size} wide, "
+          f"{config.num_attention_heads} heads, dropout {config.dropout}, lr {config.learning_rate:g}, "
+          f"batch {config.batch_size}. Load average (1/5/15 min) at start / after training / at end: "
+          + " / ".join("/".join(f"{x:.1f}" for x in load) for load in loads))
     print("\n### Top-10 for one user\n")
     print("| | median ms | p95 ms |\n|---|---:|---:|")
     print(f"| slmkit `recommend()` | {speed['slmkit_median_ms']:.2f} | {speed['slmkit_p95_ms']:.2f} |")
@@ -268,9 +271,9 @@ def main() -> None:
     for row in memory_rows:
         print(f"| {row['logits']} | {row['rows_per_chunk']} | {row['peak_growth_mb']:.0f} | {row['seconds']:.2f} |")
     print(f"\nchunked / full memory: {memory_rows[0]['peak_growth_mb'] / memory_rows[1]['peak_growth_mb']:.2f}x; "
-          f"load average at end: {load:.1f}; plot: {PLOT}")
+          f"plot: {PLOT}")
     if args.json:
-        args.json.write_text(json.dumps({"report": report, "grid": grid, "final_curve": final.curve,
+        args.json.write_text(json.dumps({"report": report, "loads": loads, "final_curve": final.curve,
                                          "best": final.best, "latency": speed, "memory": memory_rows,
                                          "train": {"steps": final.training.steps, **{k: metrics[k] for k in (
                                              "train_seconds", "train_cpu_seconds")}}}, indent=1))
