@@ -165,6 +165,49 @@ print((max(peak[0], resident()) - before) // 1024, seconds, chunk_rows(items) if
 """
 
 
+STEP_PROBE = """
+import random, sys, time, torch
+torch.set_num_threads(2)
+torch.set_flush_denormal(sys.argv[1] == "flush")
+from slmkit.data import collate
+from slmkit.recommend.data import read_logs, user_sequences
+from slmkit.recommend.evaluate import leave_one_out
+from slmkit.recommend.model import Catalogue, build_model, chunk_rows, make_loss, natural_key
+from slmkit.recommend.train import RecommendConfig, training_examples
+sequences = list(user_sequences(read_logs([sys.argv[2]])).values())
+catalogue = Catalogue(sorted({i for s in sequences for i in s}, key=natural_key))
+config = RecommendConfig()
+examples = training_examples(leave_one_out([[catalogue.index[i] for i in s] for s in sequences]).train,
+                             config.max_length, config.window_stride)
+model = build_model(len(catalogue), config.shape(), config.max_length, 0).train()
+loss_fn = make_loss(config.dropout, chunk_rows(len(catalogue)))
+optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+rng, steps = random.Random(0), int(sys.argv[3])
+for step in range(steps + 5):  # 5 warm-up steps
+    if step == 5:
+        wall, cpu = time.perf_counter(), time.process_time()
+    batch = rng.sample(examples, config.batch_size)
+    tensors = {**collate(batch, 0), "normalizer": float(sum(e.target_count for e in batch))}
+    loss_fn(model, tensors).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+print((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps)
+"""
+
+
+def step_speed(log: Path, steps: int = 40) -> list[dict]:
+    """Seconds per training step (defaults: 64 sequences x 50 items, 2 threads) with and without
+    flushed denormals and sleeping OpenMP threads, each in a fresh process (OpenMP reads its
+    settings when torch loads)."""
+    rows = []
+    for denormals, wait in (("keep", "ACTIVE"), ("flush", "ACTIVE"), ("flush", "PASSIVE")):
+        done = subprocess.run([sys.executable, "-c", STEP_PROBE, denormals, str(log), str(steps)], capture_output=True,
+                              text=True, check=True, env={**os.environ, "OMP_WAIT_POLICY": wait})
+        wall, cpu = map(float, done.stdout.split())
+        rows.append({"denormals": denormals, "omp_wait_policy": wait, "wall_s": wall, "cpu_s": cpu})
+    return rows
+
+
 def memory() -> list[dict]:
     rows = []
     for mode in ("chunked", "full"):
@@ -205,6 +248,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-only", action="store_true", help="Only the chunked vs full logits memory table.")
+    parser.add_argument("--step-speed", action="store_true", help="Only the seconds-per-training-step table.")
     parser.add_argument("--tune", type=Path, help="Tuning on validation only: results (JSON lines) go to this file.")
     parser.add_argument("--settings", help="With --tune: a JSON list of RecommendConfig overrides to try.")
     parser.add_argument("--tune-cpu-seconds", type=float, default=300.0, help="With --tune: training CPU-seconds each.")
@@ -216,6 +260,15 @@ def main() -> None:
         os.environ["SLM_HOME"] = tempfile.mkdtemp(prefix="slm-tune-recommend-")
         tune(json.loads(args.settings), args.tune_cpu_seconds, args.tune, args.data / "ml-100k.inter",
              args.data / "ml-100k.item")
+        return
+    if args.step_speed:
+        load = os.getloadavg()[0]
+        rows = step_speed(args.data / "ml-100k.inter")
+        print("| denormals | OMP_WAIT_POLICY | wall s per step | CPU-s per step |\n|---|---|---:|---:|")
+        for row in rows:
+            print(f"| {row['denormals']} | {row['omp_wait_policy']} | {row['wall_s']:.3f} | {row['cpu_s']:.3f} |")
+        print(f"\nfirst / last wall: {rows[0]['wall_s'] / rows[-1]['wall_s']:.1f}x; load average {load:.1f} -> "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         return
     if args.memory_only:
         for row in memory():
