@@ -11,7 +11,12 @@ def test_onnx_export_gives_the_same_item_scores(trained, tmp_path):
     from slmkit.recommend.model import FIRST_ITEM, START_ID, score_histories
     from slmkit.recommend.predict import load_recommender
 
-    exported = export_onnx(str(trained.path), output=tmp_path / "cyc-onnx", check=False)
+    exported = export_onnx(str(trained.path), output=tmp_path / "cyc-onnx")  # with the parity check
+    parity = exported.card.metrics["parity"]
+    assert parity["kind"] == "item_scores" and parity["passed"], parity
+    assert parity["top10_identical"] == parity["histories"] and parity["max_abs_difference"] <= 1e-3
+    assert (exported.path / "catalogue.json").read_text() == (trained.path / "catalogue.json").read_text()
+    assert not (exported.path / "histories.json").exists()  # users' behaviour data stays behind
     recommender = load_recommender(trained.path)
     config = recommender.model.config
     history = [recommender.catalogue.index[i] + FIRST_ITEM for i in ("i3", "i4", "i5")]
@@ -26,3 +31,30 @@ def test_onnx_export_gives_the_same_item_scores(trained, tmp_path):
     got = torch.from_numpy(logits[0, -1, FIRST_ITEM:])
     assert torch.allclose(got, want, atol=1e-4)
     assert int(got.argmax()) == int(want.argmax()) == recommender.catalogue.index["i6"]
+
+
+def test_int8_export_is_checked_on_item_scores(trained, tmp_path):
+    from slmkit.export.onnx import export_onnx
+
+    exported = export_onnx(str(trained.path), int8=True, output=tmp_path / "cyc-onnx-int8")
+    parity = exported.card.metrics["parity"]
+    assert parity["kind"] == "item_scores" and 0 <= parity["top10_overlap"] <= 1
+    assert parity["passed"] == (parity["top10_overlap"] >= 0.8)
+
+
+def test_a_broken_export_fails_the_item_score_check(trained, tmp_path):
+    """The check can fail: an ONNX file from another recommender does not match this one's scores."""
+    from safetensors.torch import load_file, save_file
+
+    from slmkit.export import item_score_parity
+    from slmkit.export.onnx import ONNX_FILE, export_onnx
+
+    exported = export_onnx(str(trained.path), output=tmp_path / "good", check=False)
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(trained.path, other)
+    weights = load_file(str(other / "model.safetensors"))
+    save_file({k: v + 0.05 * torch.randn_like(v) for k, v in weights.items()}, str(other / "model.safetensors"))
+    assert item_score_parity(trained.path, exported.path / ONNX_FILE, quantized=False)["passed"]
+    assert not item_score_parity(other, exported.path / ONNX_FILE, quantized=False)["passed"]

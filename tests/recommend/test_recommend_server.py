@@ -90,3 +90,29 @@ def test_an_update_reaches_the_running_server(store):
         train_recommender([log], "shop", tiny_config(max_steps=4), resume=True)
         answer = client.post("/v1/recommendations", json={"user": "newcomer", "k": 3})
     assert answer.status_code == 200 and answer.json()["user"] == "newcomer"
+
+
+def test_recommenders_are_listed_as_recommenders(store):
+    with client_for(["shop"]) as client:
+        listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+        assert listed["shop"]["kind"] == "recommender" and listed["shop"]["loaded"] is False
+        assert client.post("/v1/recommendations", json={"user": "u1"}).status_code == 200
+        one = client.get("/v1/models/shop").json()
+        assert one["kind"] == "recommender" and one["loaded"] is True
+        assert "shop" in client.get("/health").json()["loaded_models"]
+
+
+def test_recommenders_count_in_the_memory_budget(store, tmp_path):
+    import shutil
+
+    from slmkit.models import models_dir
+
+    shutil.copytree(models_dir() / "shop", models_dir() / "shop2")
+    with client_for(["shop", "shop2"], max_memory_bytes=1) as client:  # room for one model at a time
+        pool = client.app.state.pool
+        assert client.post("/v1/recommendations", json={"model": "shop", "user": "u1"}).status_code == 200
+        assert list(pool.loaded) == ["shop"] and pool.snapshot()["shop"]["memory_bytes"] > 0
+        assert client.post("/v1/recommendations", json={"model": "shop2", "user": "u1"}).status_code == 200
+        assert list(pool.loaded) == ["shop2"]  # the idle one was evicted to make room
+        assert client.post("/v1/recommendations", json={"model": "shop", "user": "u1"}).status_code == 200
+        assert list(pool.loaded) == ["shop"]

@@ -143,3 +143,25 @@ def test_time_budget_ends_the_run_with_the_best_weights(tmp_path, slm_home):
     assert 1 <= result.training.steps < 10_000 and result.card.metrics["time_budget_reached"]
     assert result.curve[-1]["step"] == result.training.steps and result.curve[-1]["train_seconds"] >= 1.0
     assert result.path.is_dir()
+
+
+def test_cpu_budget_ends_the_run_too(tmp_path, slm_home):
+    from slmkit.recommend.train import train_recommender
+
+    log = write_csv(tmp_path / "log.csv", cyclic_rows(users=20, length=10))
+    result = train_recommender([log], "cpu", tiny_config(max_steps=10_000, validate_every=50, cpu_budget_s=1.0))
+    assert 1 <= result.training.steps < 10_000 and result.card.metrics["time_budget_reached"]
+    assert result.curve[-1]["train_cpu_seconds"] >= 1.0
+
+
+def test_training_windows_overlap_with_a_shorter_stride():
+    from slmkit.recommend.model import FIRST_ITEM, START_ID
+    from slmkit.recommend.train import training_examples
+
+    def windows(stride):
+        return [[t - FIRST_ITEM for t in e.input_ids[1:]] for e in training_examples([list(range(10))], 4, stride)]
+
+    assert windows(0) == [[6, 7, 8, 9], [2, 3, 4, 5], [0, 1]]  # cut from the end, no overlap
+    assert windows(2) == [[6, 7, 8, 9], [4, 5, 6, 7], [2, 3, 4, 5], [0, 1, 2, 3]]  # stops once a window starts at 0
+    example = training_examples([[0, 1, 2]], 4)[0]
+    assert example.input_ids[0] == START_ID and example.labels[1:] == example.input_ids[1:]

@@ -46,6 +46,12 @@ def _report(result, json_output: bool) -> None:
     if parity is None:
         err.print("[dim]Parity checks skipped (--no-check).[/dim]")
         return
+    if parity.get("kind") == "item_scores":  # a recommender (export/__init__.py: item_score_parity)
+        verdict = "[green]passed[/green]" if parity["passed"] else "[red]FAILED[/red]"
+        out.print(f"parity {verdict}: next-item scores of {parity['histories']} random histories, largest difference "
+                  f"{parity['max_abs_difference']:.2e}; top-10 identical {parity['top10_identical']}/"
+                  f"{parity['histories']}, overlap {parity['top10_overlap']:.0%}")
+        return
     ppl = parity["perplexity"]
     matched = sum(item["match"] for item in parity["greedy"])
     verdict = "[green]passed[/green]" if parity["passed"] else "[red]FAILED[/red]"

@@ -110,7 +110,16 @@ def export_onnx(reference: str, int8: bool = False, output: str | Path | None = 
     import shutil
 
     from slmkit.artifact import finalize_card, staged_directory
-    from slmkit.export import ExportResult, copy_text_side, export_card, no_progress, output_path, resolve_source
+    from slmkit.export import (
+        ExportResult,
+        copy_text_side,
+        export_card,
+        is_item_model,
+        item_score_parity,
+        no_progress,
+        output_path,
+        resolve_source,
+    )
 
     progress = progress or no_progress
     source = resolve_source(reference)
@@ -131,7 +140,10 @@ def export_onnx(reference: str, int8: bool = False, output: str | Path | None = 
         metrics = {"onnx_size_bytes": final.stat().st_size, "opset": OPSET}
         if check:
             progress("checking parity with the PyTorch model", 2, steps)
-            metrics["parity"] = onnx_parity(source.path, staging, kind, threads)
+            if is_item_model(source.path):  # a recommender: item scores, not text
+                metrics["parity"] = item_score_parity(source.path, final, int8, threads)
+            else:
+                metrics["parity"] = onnx_parity(source.path, staging, kind, threads)
         progress("writing card", steps - 1, steps)
         card = export_card(source, destination.name, staging, "onnx", "int8" if int8 else "float32",
                            {"int8": int8, "threads": threads, "check": check}, metrics)

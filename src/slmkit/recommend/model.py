@@ -88,7 +88,7 @@ def item_weight(model) -> torch.Tensor:
     return model.get_output_embeddings().weight[FIRST_ITEM:]
 
 
-def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0) -> torch.Tensor:
     """(B, T, hidden) after the final norm; ``dropout`` on the item embeddings while training."""
     embeds = model.get_input_embeddings()(input_ids)
     if dropout and model.training:
@@ -147,10 +147,14 @@ def score_histories(model, histories: Sequence[Sequence[int]], max_length: int, 
     model.eval()
     weight = item_weight(model)
     rows = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(histories), batch_size):
             chunk = [[START_ID, *list(h)[-max_length:]] for h in histories[start:start + batch_size]]
             width = max(len(c) for c in chunk)
+            if all(len(c) == width for c in chunk):  # no padding (one user's request): plain causal attention
+                hidden = hidden_states(model, torch.tensor(chunk), None)
+                rows.append(hidden[:, -1] @ weight.T)
+                continue
             input_ids = torch.full((len(chunk), width), PAD_ID, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, ids in enumerate(chunk):

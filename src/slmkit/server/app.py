@@ -45,7 +45,7 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
     start-up (``slm serve`` uses it to exit with the reason instead of answering 503 forever)."""
     settings = settings or ServerSettings()
     pool = ModelPool(settings)
-    recommenders = recommendations.Recommenders(pool.recommender_ids, settings.threads)
+    recommenders = recommendations.Recommenders(pool, settings.threads)
     metrics = ServerMetrics(pool)
     auto_router = routing.AutoRouter(settings.router, metrics, settings.threads) if settings.router else None
     state = {"ready": not (settings.preload and pool.chat_ids), "load_error": None}  # nothing to preload: ready
@@ -301,7 +301,8 @@ def _model_card(model_id: str, pool: ModelPool) -> dict:
     elif model_id == routing.AUTO:
         kind = "router"
     else:
-        kind = "embedding" if model_id in pool.embedding_ids else "chat"
+        kind = ("embedding" if model_id in pool.embedding_ids
+                else "recommender" if model_id in pool.recommender_ids else "chat")
     card = {"id": model_id, "object": "model", "created": pool.created, "owned_by": "slmkit", "kind": kind,
             "loaded": model_id in pool.loaded}
     if kind == "chat":  # which backend and file serve it (issue 19)

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -56,8 +57,9 @@ class ModelPool:
         # Recommenders among --model are served by /v1/recommendations (server/recommendations.py).
         from slmkit.server.recommendations import split_models
 
-        chat_references, self.recommender_ids = split_models(list(dict.fromkeys(settings.models)))
+        chat_references, recommender_references = split_models(list(dict.fromkeys(settings.models)))
         self.chat_ids = self._publish(chat_references)
+        self.recommender_ids = self._publish(recommender_references)
         # LoRA adapters share the first chat model's engine (their base); a lease on one holds a view.
         clash = [name for name in settings.adapters if name in self.references]
         if clash:
@@ -87,7 +89,7 @@ class ModelPool:
         return ids
 
     def all_ids(self) -> list[str]:
-        return self.chat_ids + self.embedding_ids
+        return self.chat_ids + self.embedding_ids + self.recommender_ids
 
     def resolve_id(self, name: str, kind: str) -> str:
         """The public id for ``name`` (a public id or the reference it was published from)."""
@@ -209,6 +211,30 @@ class ModelPool:
                     victims.append(engine)
         for engine in victims:  # outside the mutex: closing joins a thread
             _close_quietly(engine)
+
+    # Recommenders (server/recommendations.py) are loaded by their route, not as engines, but
+    # they live in ``loaded`` like engines: listed by /health, counted in the memory budget,
+    # evicted least-recently-used first when idle.
+    def loaded_recommender(self, model_id: str):
+        """The loaded recommender entry of ``model_id`` (marked as just used), or None."""
+        with self._mutex:
+            entry = self.loaded.get(model_id)
+            if entry is not None:
+                self.loaded.move_to_end(model_id)
+            return entry
+
+    def add_recommender(self, model_id: str, load: Callable[[], object], needed_bytes: int):
+        """Make room for ``needed_bytes`` under the memory budget, then ``load()`` and keep the
+        entry (an object with ``memory_bytes`` and ``close()``); returns it."""
+        if self.settings.max_memory_bytes:
+            self._make_room(needed_bytes)
+        entry = load()
+        with self._mutex:
+            previous = self.loaded.pop(model_id, None)
+            self.loaded[model_id] = entry
+        if previous is not None and previous is not entry:
+            _close_quietly(previous)
+        return entry
 
     def acquire(self, model_id: str) -> None:
         """Count a request against the model's batch plus queue; 429 when both are full.

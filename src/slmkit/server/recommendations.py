@@ -3,9 +3,11 @@
 Body: ``{"model": "shop-rec", "user": "u42", "k": 10}`` or ``{"history": ["i1", "i2"], ...}``;
 ``model`` may be left out when the server has one recommender. The answer lists the items
 (best first) with titles and scores. Recommenders named with ``slm serve --model`` are served
-here instead of as chat models (:func:`split_models`). A recommender is loaded on first use
-and reloaded when its card changes on disk, so ``slm recommend train --resume`` on newer logs
-reaches a running server without a restart.
+here instead of as chat models (:func:`split_models`); ``/v1/models`` lists them with
+``"kind": "recommender"``. A recommender is loaded on first use into the server's model pool,
+where it counts against ``--max-memory`` and is evicted least-recently-used first like any
+model, and it is reloaded when its card changes on disk, so ``slm recommend train --resume``
+on newer logs reaches a running server without a restart.
 """
 
 from __future__ import annotations
@@ -52,34 +54,72 @@ def split_models(references: list[str]) -> tuple[list[str], list[str]]:
     return [r for r in references if r not in recommenders], recommenders
 
 
-class Recommenders:
-    """The recommenders a server offers, loaded lazily, reloaded when their card changes."""
+class LoadedRecommender:
+    """A recommender held in the server's pool: counted in ``--max-memory`` by ``memory_bytes``
+    (weights plus the catalogue and histories read from disk) and evicted like an engine."""
 
-    def __init__(self, ids: list[str], threads: int | None = None):
-        self.ids, self.threads = ids, threads
-        self._loaded: dict[str, tuple[int, object]] = {}
+    healthy = True
+
+    def __init__(self, recommender, version: int):
+        self.recommender, self.version = recommender, version
+        weights = sum(t.numel() * t.element_size() for t in recommender.model.state_dict().values())
+        self.memory_bytes = weights + _side_bytes(recommender.path)
+
+    def close(self) -> None:
+        self.recommender = None
+
+
+def _side_bytes(path: Path) -> int:
+    from slmkit.recommend.model import CATALOGUE_FILE, HISTORIES_FILE
+
+    return sum((path / name).stat().st_size for name in (CATALOGUE_FILE, HISTORIES_FILE) if (path / name).is_file())
+
+
+class Recommenders:
+    """The recommenders a server offers (``pool.recommender_ids``), loaded lazily into the pool,
+    reloaded when their card changes on disk."""
+
+    def __init__(self, pool, threads: int | None = None):
+        self.pool, self.threads = pool, threads
         self._lock = threading.Lock()
 
-    def get(self, model_id: str | None):
-        from slmkit.recommend.predict import load_recommender
+    @property
+    def ids(self) -> list[str]:
+        return self.pool.recommender_ids
 
+    def resolve(self, model_id: str | None) -> str:
+        """The public id of the recommender a request names (or the only one)."""
         if model_id is None:
             if len(self.ids) != 1:
                 raise HTTPError(400, "Name the recommender in `model`. This server has: "
                                      f"{', '.join(self.ids) or 'none'}.", param="model")
-            model_id = self.ids[0]
-        if model_id not in self.ids:
-            raise ModelNotFoundError(f"No recommender {model_id!r} on this server. Available: "
-                                     f"{', '.join(self.ids) or 'none (start the server with --model RECOMMENDER)'}.")
-        path = _recommender_path(model_id)
+            return self.ids[0]
+        if model_id in self.ids:
+            return model_id
+        for public in self.ids:
+            if self.pool.references[public] == model_id:
+                return public
+        from slmkit.server.pool import scrub_paths
+
+        raise ModelNotFoundError(f"No recommender {scrub_paths(model_id)!r} on this server. Available: "
+                                 f"{', '.join(self.ids) or 'none (start the server with --model RECOMMENDER)'}.")
+
+    def get(self, model_id: str):
+        """The loaded recommender ``model_id`` (a public id from :meth:`resolve`)."""
+        from slmkit.recommend.predict import load_recommender
+        from slmkit.server.pool import _estimate_bytes
+
+        path = _recommender_path(self.pool.references[model_id])
         if path is None:
             raise ModelNotFoundError(f"The recommender {model_id!r} is no longer in the store.")
         version = (path / "slm.json").stat().st_mtime_ns if (path / "slm.json").exists() else 0
         with self._lock:
-            cached = self._loaded.get(model_id)
-            if cached is None or cached[0] != version:
-                self._loaded[model_id] = (version, load_recommender(path, threads=self.threads))
-            return model_id, self._loaded[model_id][1]
+            entry = self.pool.loaded_recommender(model_id)
+            if entry is None or entry.recommender is None or entry.version != version:
+                entry = self.pool.add_recommender(
+                    model_id, lambda: LoadedRecommender(load_recommender(path, threads=self.threads), version),
+                    _estimate_bytes(path) + _side_bytes(path))
+            return entry.recommender
 
 
 def register(app, pool, recommenders: Recommenders) -> None:
@@ -92,9 +132,10 @@ def register(app, pool, recommenders: Recommenders) -> None:
         if (body.user is None) == (body.history is None):
             raise HTTPError(400, "Send either `user` (a known user id) or `history` (item ids, oldest first).",
                             param="user" if body.user is not None else "history", code="invalid_value")
-        model_id, recommender = await anyio.to_thread.run_sync(recommenders.get, body.model)
-        pool.acquire(model_id)
+        model_id = recommenders.resolve(body.model)
+        pool.acquire(model_id)  # the slot first: a recommender in use is never evicted
         try:
+            recommender = await anyio.to_thread.run_sync(recommenders.get, model_id)
             history = [str(i) for i in body.history] if body.history is not None else None
             user = str(body.user) if body.user is not None else None
             result = await anyio.to_thread.run_sync(lambda: recommend(recommender, user=user, history=history,

@@ -100,11 +100,12 @@ async def recommend_named(body, text: str, name: str, pool, recommenders, k: int
     from slmkit.recommend.predict import recommend
     from slmkit.server.pool import Lease
 
-    model_id, recommender = await anyio.to_thread.run_sync(recommenders.get, name)
-    history = named_items(text, recommender.catalogue)
-    pool.acquire(model_id)
+    model_id = recommenders.resolve(name)
+    pool.acquire(model_id)  # the slot first: a recommender in use is never evicted
     lease = Lease(pool, model_id, None)
     try:
+        recommender = await anyio.to_thread.run_sync(recommenders.get, model_id)
+        history = named_items(text, recommender.catalogue)
         result = await anyio.to_thread.run_sync(lambda: recommend(recommender, history=history, k=k))
     except BaseException:
         lease.release()
