@@ -36,14 +36,15 @@ QUOTE_CHARS = 400
 MODES = ("generate", "quote", "select", "specialist")
 # The abstention threshold of each mode's score, chosen by the kb/calibrate.py rule on the pydoc
 # tuning set (docs/support-bot.md#calibrated-abstention); the held-out set only reports them.
-ABSTAIN_BELOW = {"generate": MIN_SIMILARITY, "quote": MIN_SIMILARITY, "select": MIN_SIMILARITY, "specialist": 0.0}
-COVERAGE_WEIGHT = 0.5  # how much missing key terms lower the score (0: similarity alone), chosen on the tuning set
-# Words that say what kind of question it is, not what it is about (left out of term_coverage).
+ABSTAIN_BELOW = {"generate": 0.42, "quote": 0.42, "select": 0.42, "specialist": 0.0}
+COVERAGE_WEIGHT = 1.0  # how much missing key terms lower the score (0: similarity alone); examples/pydoc-kb/tune_abstention.py
+# Words that say what kind of question it is, not what it is about (left out of term_coverage),
+# including the question phrases "how long / much / many / often" and "does it take".
 STOPWORDS = frozenset("""a an the and or of to in on at by for with from into onto about as than then so if not no
 is are was were be been being do does did done doing have has had can could should would will shall may might must
 i me my we our you your it its this that these those there here what which who whom whose when where why how whether
 any all some each every one get gets use used using make makes made want need way ways mean means happen happens
-does doing tell show say says work works possible there way kind type""".split())  # noqa: SIM905
+does doing tell show say says work works possible there way kind type long much many often take takes""".split())  # noqa: SIM905
 # Measured on the worked example: a 135M model answers best from a plain "Text: ... Question: ..."
 # layout; asking it to write citations itself made it answer "The excerpt number is 1.", so the
 # citation is added after generation from the excerpt the answer overlaps most.
@@ -132,7 +133,8 @@ def term_coverage(question: str, texts: list[str]) -> float:
     """Share of the question's key terms that occur in ``texts`` (1.0 when it has none).
 
     A term counts when a word of the text starts with its first 5 characters (a crude stem:
-    "compiles" matches "compile"). A question about something the documents never name ("… with
+    "compiles" matches "compile"), or, for shorter terms, starts with the whole term and adds at
+    most 3 characters ("last" matches "lasts"). A question about something the documents never name ("… with
     xz?" over bzip2's manual) is close to them by embedding similarity but misses its key term.
     """
     terms = question_terms(question)
@@ -140,7 +142,13 @@ def term_coverage(question: str, texts: list[str]) -> float:
         return 1.0
     words = set(re.findall(r"[a-z0-9_]+", " ".join(texts).lower()))
     stems = {w[:5] for w in words}
-    return sum(1 for t in terms if (t in words or (len(t) >= 5 and t[:5] in stems))) / len(terms)
+
+    def found(term: str) -> bool:
+        if term in words or (len(term) >= 5 and term[:5] in stems):
+            return True
+        return len(term) >= 3 and any(w.startswith(term) and len(w) <= len(term) + 3 for w in words)  # last ~ lasts
+
+    return sum(1 for t in terms if found(t)) / len(terms)
 
 
 def looks_like_injection(sentence: str) -> bool:
