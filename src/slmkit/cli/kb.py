@@ -251,7 +251,7 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
                                         progress=lambda done, total, task=task: progress.update(
                                             task, completed=done, total=total)))
     if details:
-        rows = [json.dumps({"kb": r.kb, "mode": r.mode, **dataclasses.asdict(result)}) + "\n"
+        rows = [json.dumps({"kb": r.kb, "mode": r.mode, "model": r.model, **dataclasses.asdict(result)}) + "\n"
                 for r in reports for result in r.results]
         details.parent.mkdir(parents=True, exist_ok=True)
         temporary = details.with_name(f".{details.name}.tmp")
