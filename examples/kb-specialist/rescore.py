@@ -27,6 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("details", nargs="+", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--recompute-coverage", action="store_true",
+                        help="recompute key-term coverage and the score with the current rules (needs the knowledge bases)")
     args = parser.parse_args()
     fields = {f.name for f in dataclasses.fields(QAResult)}
     groups: dict[tuple, list[QAResult]] = defaultdict(list)
@@ -35,6 +37,17 @@ def main() -> None:
             row = json.loads(line)
             model = row.get("model") or ("quote (no model)" if row["mode"] == "quote" else "smollm2-135m")
             groups[(row["kb"], row["mode"], model)].append(QAResult(**{k: v for k, v in row.items() if k in fields}))
+    if args.recompute_coverage:
+        from slmkit.kb import answer
+        from slmkit.kb.retrieve import default_embedder, search
+
+        embedder = default_embedder()
+        for (kb, mode, _), results in groups.items():
+            for r in results:
+                if mode != "specialist":
+                    hits = search(kb, r.question, k=5, embedder=embedder)[:answer.CONTEXT_CHUNKS]
+                    r.coverage = answer.term_coverage(r.question, [f"{h.section} {h.text}" for h in hits])
+                    r.confidence = answer.abstention_score(mode, r.similarity, r.coverage)
     print("| set | mode | model | threshold | answer accuracy | abstention | false abstention | p50 / p95 s | rule on this set |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     reports = []
