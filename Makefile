@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmkit-installed
 
-.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-kb-heldout example-distill example-docs example-router
+.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-kb-heldout example-kb-specialist example-distill example-docs example-router
 
 install: $(STAMP)
 
@@ -54,6 +54,20 @@ example-kb-heldout: install
 	$(BIN)/slm kb ingest manuals build/manuals-kb/docs
 	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl manuals examples/manuals-kb/qa.jsonl \
 		--mode generate,select,quote --details build/kb-eval/answers.jsonl --plot docs/img/kb-threshold.png
+
+# The support bot's grounded-QA specialist (docs/support-bot.md#the-grounded-qa-specialist):
+# template questions over Debian manuals that are in neither QA set, LoRA on SmolLM2-135M-Instruct,
+# stored as smollm2-135m-kb (then `slm kb ask` uses it by default). A killed run resumes; then
+# both QA sets with and without the specialist in one `slm kb eval`.
+example-kb-specialist: install
+	$(BIN)/python examples/kb-specialist/run_example.py
+	$(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs
+	$(BIN)/python examples/manuals-kb/build_corpus.py build/manuals-kb/docs
+	$(BIN)/slm kb ingest pydoc build/pydoc-kb/docs
+	$(BIN)/slm kb ingest manuals build/manuals-kb/docs
+	$(BIN)/slm kb eval pydoc examples/pydoc-kb/qa.jsonl manuals examples/manuals-kb/qa.jsonl \
+		--model smollm2-135m-kb,smollm2-135m --mode specialist,select \
+		--details build/kb-eval/specialist.jsonl --plot docs/img/kb-threshold.png
 
 # The evidence of docs/distill.md: a student with a third of SmolLM2-135M's parameters built from
 # scratch, by pruning, and by pruning + distillation at one token budget; then a distilled draft

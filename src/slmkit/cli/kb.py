@@ -14,11 +14,14 @@ from slmkit.cli.common import JsonFlag, MaxTokens, err, human_bytes, load_with_p
 kb_app = typer.Typer(help="Knowledge bases: answer questions from your own documents, with sources.",
                      no_args_is_help=True)
 KbName = Annotated[str, typer.Argument(help="Knowledge base name (stored as $SLM_HOME/kb/NAME.sqlite).")]
-AnswerModel = Annotated[str, typer.Option("--model", "-m", help="Model that writes the answers.")]
-AnswerMode = Annotated[str, typer.Option(help="select: the two retrieved sentences the model scores as the best "
-                                              "answer, cited (most accurate on the tuning set); generate: the model "
-                                              "writes one sentence from the excerpts; quote: the closest documentation "
-                                              "sentences, cited, no model run.")]
+AnswerModel = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Model that answers (default: the grounded-QA specialist smollm2-135m-kb when it is in the "
+                          "store, see `make example-kb-specialist`; else smollm2-135m).")]
+AnswerMode = Annotated[str | None, typer.Option(
+    help="specialist: the model copies the one retrieved sentence that answers, or abstains (default with the "
+         "specialist); select: the two retrieved sentences the model scores as the best answer, cited (default "
+         "with other models); generate: the model writes one sentence from the excerpts; quote: the closest "
+         "documentation sentences, cited, no model run.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -147,7 +150,7 @@ def _print_sources(sources: list[dict]) -> None:
 @kb_app.command("ask")
 def kb_ask(name: KbName,
            question: Annotated[str | None, typer.Argument(help="The question; leave out to chat (follow-ups use the conversation).")] = None,  # noqa: E501
-           model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 96, mode: AnswerMode = "select",
+           model: AnswerModel = None, max_tokens: MaxTokens = 96, mode: AnswerMode = None,
            json_output: JsonFlag = False) -> None:
     """Answer from the knowledge base with numbered sources, or say it does not know.
 
@@ -155,6 +158,10 @@ def kb_ask(name: KbName,
     """
     from slmkit.generate import collect
     from slmkit.kb.answer import answer_stream
+    from slmkit.kb.specialist import default_mode, default_model
+
+    model = model or default_model()
+    mode = mode or default_mode(model)
 
     engine = load_with_progress(model) if mode != "quote" else None
     messages: list[dict] = []
@@ -167,6 +174,7 @@ def kb_ask(name: KbName,
         if json_output:
             result = collect(answer.chunks)
             print(json.dumps({"answer": result.text, "abstained": answer.abstained, "confidence": answer.confidence,
+                              "score": answer.score, "mode": mode,
                               "query": answer.query, "answered_by": answer.answered_by, "sources": answer.sources,
                               **result.stats.as_dict()}))
             return
@@ -196,11 +204,16 @@ def _read_line() -> str | None:
 def kb_eval(sets: Annotated[list[str], typer.Argument(
                 help="NAME QA_FILE pairs: a knowledge base and its JSONL questions (question, answer_keywords, source); "
                      "give several pairs to evaluate several sets in one run.")],
-            model: AnswerModel = "smollm2-135m", max_tokens: MaxTokens = 64,
-            mode: Annotated[str, typer.Option(help="generate, quote or select, or several separated by commas "
-                                                   "(each is run on every set).")] = "select",
-            threshold: Annotated[float | None, typer.Option(help="Abstain below this retrieval confidence (default: the "
-                                                                  "bot's calibrated MIN_SIMILARITY).")] = None,
+            model: Annotated[str | None, typer.Option(
+                "--model", "-m", help="Model(s) that answer, separated by commas: every mode runs with each, so "
+                                      "`-m smollm2-135m-kb,smollm2-135m` compares the specialist with the bundled "
+                                      "model in one run (default: as `slm kb ask`).")] = None,
+            max_tokens: MaxTokens = 64,
+            mode: Annotated[str | None, typer.Option(help="specialist, select, generate or quote, or several "
+                                                          "separated by commas (each is run on every set; default: "
+                                                          "as `slm kb ask`).")] = None,
+            threshold: Annotated[float | None, typer.Option(help="Abstain below this abstention score (default: each "
+                                                                  "mode's calibrated threshold, ABSTAIN_BELOW).")] = None,
             details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
             plot: Annotated[Path | None, typer.Option(help="Write a PNG of accuracy, abstention and false abstention "
                                                            "against the abstention threshold.")] = None,
@@ -214,29 +227,31 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
     from rich.table import Table
 
     from slmkit.errors import InvalidRequestError
-    from slmkit.kb.answer import MIN_SIMILARITY, MODES
+    from slmkit.kb.answer import MODES
     from slmkit.kb.calibrate import choose_threshold, plot_sweep
     from slmkit.kb.evaluate import evaluate
+    from slmkit.kb.specialist import default_mode, default_model
 
     if len(sets) % 2:
         raise InvalidRequestError("Give knowledge bases and QA files in pairs: slm kb eval NAME QA_FILE [NAME QA_FILE ...].")
-    modes = [m.strip() for m in mode.split(",") if m.strip()]
+    models = [m.strip() for m in (model or default_model()).split(",") if m.strip()]
+    modes = [m.strip() for m in (mode or default_mode(models[0])).split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         raise InvalidRequestError(f"--mode takes {', '.join(MODES)} (comma-separated for several), got {mode!r}.")
     pairs = [(sets[i], Path(sets[i + 1])) for i in range(0, len(sets), 2)]
-    engine = load_with_progress(model) if any(m != "quote" for m in modes) else None
-    threshold = MIN_SIMILARITY if threshold is None else threshold
+    engines = {m: load_with_progress(m) for m in models} if any(m != "quote" for m in modes) else {}
+    runs = [(m, one_mode) for one_mode in modes for m in (models if one_mode != "quote" else models[:1])]
     reports = []
     with _progress_bar() as progress:
         for name, qa_file in pairs:
-            for one_mode in modes:
-                task = progress.add_task(f"{name} ({one_mode})", total=None)
-                reports.append(evaluate(name, qa_file, engine if one_mode != "quote" else None, max_new_tokens=max_tokens,
-                                        mode=one_mode, threshold=threshold,
+            for one_model, one_mode in runs:
+                task = progress.add_task(f"{name} ({one_mode}, {one_model})", total=None)
+                reports.append(evaluate(name, qa_file, engines.get(one_model) if one_mode != "quote" else None,
+                                        max_new_tokens=max_tokens, mode=one_mode, threshold=threshold,
                                         progress=lambda done, total, task=task: progress.update(
                                             task, completed=done, total=total)))
     if details:
-        rows = [json.dumps({"kb": r.kb, "mode": r.mode, **dataclasses.asdict(result)}) + "\n"
+        rows = [json.dumps({"kb": r.kb, "mode": r.mode, "model": r.model, **dataclasses.asdict(result)}) + "\n"
                 for r in reports for result in r.results]
         details.parent.mkdir(parents=True, exist_ok=True)
         temporary = details.with_name(f".{details.name}.tmp")
@@ -248,8 +263,7 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
     if json_output:
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
         return
-    table = Table("metric", *[f"{r.kb} · {r.mode}" for r in reports],
-                  title=f"abstention threshold {threshold:.2f}; model {model}")
+    table = Table("metric", *[f"{r.kb} · {r.mode} · {r.model}" for r in reports], title="slm kb eval")
     table.add_row("questions (answerable + unanswerable)", *[f"{r.answerable} + {r.unanswerable}" for r in reports])
     for label, key in (("retrieval recall@1", "recall_at_1"), ("retrieval recall@5", "recall_at_5"),
                        ("answer accuracy", "answer_accuracy"), ("abstention on unanswerable", "abstention_rate"),
@@ -257,6 +271,7 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
         table.add_row(label, *[f"{getattr(r, key):.3f}" for r in reports])
     table.add_row("latency p50", *[f"{r.latency_p50_s:.2f} s" for r in reports])
     table.add_row("latency p95", *[f"{r.latency_p95_s:.2f} s" for r in reports])
+    table.add_row("abstention threshold used", *[f"{r.threshold:.2f}" for r in reports])
     table.add_row("threshold the rule picks on this set", *[f"{s['threshold_chosen_by_rule_on_this_set']:.2f}"
                                                              for s in summaries])
     out.print(table)

@@ -1,7 +1,11 @@
 """Grounded answers: retrieve, decide whether to answer, then stream an answer with citations.
 
-The bot abstains (a fixed "I don't know" message, no generation) when the best retrieved
-chunk is not similar enough to the question. Otherwise it builds a short extractive context
+The bot abstains (a fixed "I don't know" message) when its abstention score for the answer
+mode is below that mode's threshold (``ABSTAIN_BELOW``, chosen on the tuning set by
+:mod:`slmkit.kb.calibrate`): for ``generate``, ``select`` and ``quote`` the best retrieved chunk's
+cosine similarity, lowered by the share of the question's key terms missing from the retrieved
+text (``term_coverage``, ``abstention_score``), decided before any model runs; for ``specialist`` the specialist's margin
+between copying its best sentence and abstaining (:mod:`slmkit.kb.specialist`). Otherwise it builds a short extractive context
 (the sentences of the top chunks closest to the question, numbered by source) so that a
 small model sees little text and mostly has to copy. Document text is data: it goes only
 inside a quoted block of the user turn, with chat-template control tokens removed so a
@@ -24,12 +28,23 @@ from slmkit.errors import InvalidRequestError
 from slmkit.kb.retrieve import Hit, default_embedder, search
 
 IDK_MESSAGE = "I don't know based on the documentation: it does not seem to cover this question."
-MIN_SIMILARITY = 0.395  # abstain below this best-chunk cosine similarity (kb/calibrate.py rule, pydoc tuning set)
+MIN_SIMILARITY = 0.395  # the retrieval-similarity threshold alone (kb/calibrate.py rule, pydoc tuning set, 2nd session)
 CONTEXT_CHUNKS = 3
 PROMPT_LOOKUP_TOKENS = 6
 CONTEXT_CHARS = 500  # measured: 300 and 800 characters both gave fewer correct answers
 QUOTE_CHARS = 400
-MODES = ("generate", "quote", "select")
+MODES = ("generate", "quote", "select", "specialist")
+# The abstention threshold of each mode's score, chosen by the kb/calibrate.py rule on the pydoc
+# tuning set (docs/support-bot.md#calibrated-abstention); the held-out set only reports them.
+ABSTAIN_BELOW = {"generate": 0.42, "quote": 0.42, "select": 0.42, "specialist": 0.0}
+COVERAGE_WEIGHT = 1.0  # how much missing key terms lower the score (0: similarity alone); examples/pydoc-kb/tune_abstention.py
+# Words that say what kind of question it is, not what it is about (left out of term_coverage),
+# including the question phrases "how long / much / many / often" and "does it take".
+STOPWORDS = frozenset("""a an the and or of to in on at by for with from into onto about as than then so if not no
+is are was were be been being do does did done doing have has had can could should would will shall may might must
+i me my we our you your it its this that these those there here what which who whom whose when where why how whether
+any all some each every one get gets use used using make makes made want need way ways mean means happen happens
+does doing tell show say says work works possible there way kind type long much many often take takes""".split())  # noqa: SIM905
 # Measured on the worked example: a 135M model answers best from a plain "Text: ... Question: ..."
 # layout; asking it to write citations itself made it answer "The excerpt number is 1.", so the
 # citation is added after generation from the excerpt the answer overlaps most.
@@ -60,6 +75,9 @@ class Answer:
     retrieval_s: float = 0.0
     prompt: list[dict] = dataclasses.field(default_factory=list)  # the messages the model was given
     answered_by: str = ""  # the model that wrote or chose the answer, "quote (no model)", or "" when abstaining
+    score: float = float("nan")  # the abstention score of the mode (abstained when below the threshold)
+    coverage: float = float("nan")  # share of the question's key terms found in the retrieved text
+    margin: float = float("nan")  # specialist mode: log p(best sentence) - log p(abstention message)
 
 
 def check_messages(messages) -> None:
@@ -104,6 +122,33 @@ def split_sentences(text: str, max_chars: int = 400) -> list[str]:
         else:
             merged.append(piece)
     return merged
+
+
+def question_terms(question: str) -> list[str]:
+    """The key terms of ``question``: its words that are not question or function words."""
+    return list(dict.fromkeys(w for w in re.findall(r"[a-z0-9_]+", question.lower()) if w not in STOPWORDS))
+
+
+def term_coverage(question: str, texts: list[str]) -> float:
+    """Share of the question's key terms that occur in ``texts`` (1.0 when it has none).
+
+    A term counts when a word of the text starts with its first 5 characters (a crude stem:
+    "compiles" matches "compile"), or, for shorter terms, starts with the whole term and adds at
+    most 3 characters ("last" matches "lasts"). A question about something the documents never name ("… with
+    xz?" over bzip2's manual) is close to them by embedding similarity but misses its key term.
+    """
+    terms = question_terms(question)
+    if not terms:
+        return 1.0
+    words = set(re.findall(r"[a-z0-9_]+", " ".join(texts).lower()))
+    stems = {w[:5] for w in words}
+
+    def found(term: str) -> bool:
+        if term in words or (len(term) >= 5 and term[:5] in stems):
+            return True
+        return len(term) >= 3 and any(w.startswith(term) and len(w) <= len(term) + 3 for w in words)  # last ~ lasts
+
+    return sum(1 for t in terms if found(t)) / len(terms)
 
 
 def looks_like_injection(sentence: str) -> bool:
@@ -208,8 +253,16 @@ def select_answer(query: str, question: str, hits: list[Hit], embedder, engine) 
     return select.format_answer(ranked[:select.ANSWER_SENTENCES]) or IDK_MESSAGE
 
 
+def abstention_score(mode: str, similarity: float, coverage: float, margin: float = float("nan")) -> float:
+    """The one score the bot abstains on in ``mode`` (see the module docstring): the specialist's
+    margin, or the retrieval similarity scaled down by the share of key terms the retrieved text misses."""
+    if mode == "specialist":
+        return margin
+    return similarity * (1.0 - COVERAGE_WEIGHT + COVERAGE_WEIGHT * coverage)
+
+
 def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens: int = 256, k: int = 5,
-                  min_similarity: float = MIN_SIMILARITY, embedder=None, temperature: float = 0.0,
+                  min_similarity: float | None = None, embedder=None, temperature: float = 0.0,
                   top_p: float = 1.0, top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None,
                   stop: list[str] | None = None, mode: str = "generate") -> Answer:
     """Answer the last user message of ``messages`` from knowledge base ``kb_name``.
@@ -220,8 +273,12 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     ``CONTEXT_CHUNKS`` of the ``k`` retrieved chunks (those the model sees), numbered as the
     answer cites them. ``mode="quote"`` answers with the (at most two) documentation sentences
     closest to the question, cited, without running the model: always grounded and fast.
-    ``mode="select"`` answers with the retrieved sentence the model scores as the most likely
-    answer (:mod:`slmkit.kb.select`): text from the documents, cited, no generation.
+    ``mode="select"`` answers with the retrieved sentences the model scores as the most likely
+    answer (:mod:`slmkit.kb.select`); ``mode="specialist"`` with the one sentence the model
+    scores highest as its whole answer, or abstains when the abstention message scores higher
+    by more than the threshold (:mod:`slmkit.kb.specialist`; meant for the fine-tuned specialist).
+    ``min_similarity`` is the abstention threshold on the mode's score (``Answer.score``;
+    default: the calibrated ``ABSTAIN_BELOW[mode]``; ``float("-inf")`` never abstains).
     """
     if mode not in MODES:
         raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.", param="mode")
@@ -229,6 +286,7 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     if mode != "quote" and engine is None:
         raise InvalidRequestError(f"mode {mode!r} needs a model (an engine); pass one, or use mode='quote'.",
                                   param="mode")
+    threshold = ABSTAIN_BELOW[mode] if min_similarity is None else min_similarity
     embedder = embedder or default_embedder()
     started = time.perf_counter()
     query = resolve_query(messages)
@@ -236,17 +294,34 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
     confidence = max((h.similarity for h in hits), default=0.0)
     context_hits = hits[:CONTEXT_CHUNKS]
     sources = [h.source(n) for n, h in enumerate(context_hits, start=1)]
-    if confidence < min_similarity:
-        return Answer(query, sources, True, confidence, fixed_stream(IDK_MESSAGE), time.perf_counter() - started)
+    coverage = term_coverage(query, [f"{h.section} {h.text}" for h in context_hits])
+    model_name = getattr(engine, "model_name", "?")
+
+    def done(text: str, score: float, answered_by: str, margin: float = float("nan")) -> Answer:
+        if score < threshold:
+            return Answer(query, sources, True, confidence, fixed_stream(IDK_MESSAGE), time.perf_counter() - started,
+                          score=score, coverage=coverage, margin=margin)
+        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started,
+                      answered_by=answered_by, score=score, coverage=coverage, margin=margin)
+
+    if mode == "specialist":
+        from slmkit.kb import select, specialist
+
+        candidates = specialist.candidate_sentences(kb_name, query, embedder, hits=context_hits)
+        if not candidates:
+            return done(IDK_MESSAGE, float("-inf"), model_name)
+        choice = specialist.choose(engine, messages[-1]["content"], candidates, IDK_MESSAGE)
+        score = abstention_score(mode, confidence, coverage, choice.margin)
+        return done(select.format_answer(choice.ranked[:1]), score, model_name, choice.margin)
+    score = abstention_score(mode, confidence, coverage)
+    if score < threshold:
+        return done("", score, "")
     if mode == "quote":
         quotes = extract_context(query, context_hits, embedder, max_chars=QUOTE_CHARS, max_sentences=2)
         text = " ".join(f"{quote} [{n}]" for n, quote in enumerate(quotes, start=1) if quote)
-        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started,
-                      answered_by="quote (no model)")
+        return done(text, score, "quote (no model)")
     if mode == "select":
-        text = select_answer(query, messages[-1]["content"], context_hits, embedder, engine)
-        return Answer(query, sources, False, confidence, fixed_stream(text), time.perf_counter() - started,
-                      answered_by=getattr(engine, "model_name", "?"))
+        return done(select_answer(query, messages[-1]["content"], context_hits, embedder, engine), score, model_name)
     excerpts = extract_context(query, context_hits, embedder)
     prompt = build_messages(messages, excerpts)
     # Answers copy the excerpts, so prompt-lookup drafts are often right; with greedy decoding
@@ -257,4 +332,4 @@ def answer_stream(kb_name: str, messages: list[dict], engine, *, max_new_tokens:
                                 prompt_lookup_tokens=PROMPT_LOOKUP_TOKENS)
     retrieval_s = time.perf_counter() - started
     return Answer(query, sources, False, confidence, cited_stream(engine.stream(request), excerpts),
-                  retrieval_s, prompt, answered_by=getattr(engine, "model_name", "?"))
+                  retrieval_s, prompt, answered_by=model_name, score=score, coverage=coverage)

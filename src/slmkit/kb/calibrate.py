@@ -1,7 +1,8 @@
 """Abstention calibration: sweep the threshold on the retrieval confidence and choose it by a fixed rule.
 
-The support bot abstains when its one score, the best cosine similarity between the question
-and a retrieved chunk (``Answer.confidence``), is below a threshold. :func:`sweep` recomputes
+The support bot abstains when its one score for the answer mode (``Answer.score``: retrieval
+similarity times key-term coverage, or the specialist's margin over abstaining) is below a
+threshold. :func:`sweep` recomputes
 answer accuracy, abstention and false abstention of an evaluation at every threshold (answers do
 not change with the threshold, only which of them are replaced by "I don't know"), and
 :func:`choose_threshold` picks one by the documented rule:
@@ -45,12 +46,22 @@ def rates(results: list[QAResult]) -> tuple[float, float, float]:
             mean([r.abstained for r in answerable]))
 
 
-def sweep(results: list[QAResult], thresholds: tuple[float, ...] = THRESHOLDS) -> list[SweepPoint]:
+def grid(results: list[QAResult]) -> tuple[float, ...]:
+    """Thresholds to sweep: 0 to 1 by 0.01 for scores in that range (similarities), else 201
+    points over the scores' range rounded out to whole numbers (the specialist's margin, nats)."""
+    scores = [r.confidence for r in results if np.isfinite(r.confidence)]
+    if not scores or (min(scores) >= 0.0 and max(scores) <= 1.0):
+        return THRESHOLDS
+    low, high = np.floor(min(scores)), np.ceil(max(scores)) + 1e-9
+    return tuple(round(float(t), 3) for t in np.linspace(low, high, 201))
+
+
+def sweep(results: list[QAResult], thresholds: tuple[float, ...] | None = None) -> list[SweepPoint]:
     """The metrics at every threshold, from one evaluation's results."""
-    return [SweepPoint(t, *rates(apply_threshold(results, t))) for t in thresholds]
+    return [SweepPoint(t, *rates(apply_threshold(results, t))) for t in thresholds or grid(results)]
 
 
-def choose_threshold(results: list[QAResult], thresholds: tuple[float, ...] = THRESHOLDS) -> float:
+def choose_threshold(results: list[QAResult], thresholds: tuple[float, ...] | None = None) -> float:
     """The threshold the rule picks (see the module docstring) on these results."""
     points = sweep(results, thresholds)
     scores = [p.abstention_rate - p.false_abstention_rate for p in points]
@@ -69,6 +80,7 @@ def plot_sweep(reports: list[EvalReport], path: Path) -> Path:
     columns = min(3, len(reports))
     rows = -(-len(reports) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False, sharey=True)
+    # each panel has its own score scale (similarity-based or the specialist's margin), so x is not shared
     for axis in axes.flat[len(reports):]:
         axis.set_visible(False)
     for axis, report in zip(axes.flat, reports, strict=False):
@@ -79,8 +91,9 @@ def plot_sweep(reports: list[EvalReport], path: Path) -> Path:
         axis.plot(x, [p.false_abstention_rate for p in points], label="false abstention (answerable)", linestyle="--")
         axis.axvline(report.threshold, color="grey", linewidth=1)
         axis.set_title(f"{report.kb} ({report.mode}, {report.model})", fontsize=9)
-        axis.set_xlabel("abstention threshold (best retrieval cosine similarity)")
-        axis.set_xlim(0, 1)
+        axis.set_xlabel("abstention threshold (specialist margin, nats)" if report.mode == "specialist"
+                        else "abstention threshold (similarity × key-term coverage)")
+        axis.set_xlim(x[0], x[-1])
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("rate")
     axes[0][0].legend(fontsize=8, loc="center left")

@@ -27,7 +27,7 @@ import numpy as np
 
 from slmkit.errors import InvalidRequestError
 from slmkit.generate import collect
-from slmkit.kb.answer import IDK_MESSAGE, MIN_SIMILARITY, answer_stream
+from slmkit.kb.answer import ABSTAIN_BELOW, IDK_MESSAGE, MIN_SIMILARITY, answer_stream
 from slmkit.kb.retrieve import default_embedder, search
 
 
@@ -51,12 +51,15 @@ class QAResult:
     abstained: bool
     correct: bool | None  # None for unanswerable questions
     latency_s: float
-    confidence: float = 0.0  # the abstention score: best cosine similarity among the retrieved chunks
+    confidence: float = 0.0  # the mode's abstention score (answer.Answer.score), what the threshold applies to
     generated: str = ""  # the answer produced without abstention (for the threshold sweep)
     generated_correct: bool | None = None  # every keyword in ``generated`` and no "don't know"
     said_dont_know: bool = False  # the answer itself says it does not know
     retrieval_s: float = 0.0
     answer_s: float = 0.0  # question to last token when answering
+    similarity: float = 0.0  # best cosine similarity between the question and a retrieved chunk
+    coverage: float = float("nan")  # share of the question's key terms in the retrieved text
+    margin: float = float("nan")  # specialist mode: log p(best sentence) - log p(abstention message)
 
 
 @dataclasses.dataclass
@@ -116,13 +119,16 @@ def said_dont_know(answer: str) -> bool:
 
 
 def evaluate(kb: str, qa_path: Path, engine, max_new_tokens: int = 64,
-             progress: Callable[[int, int], None] | None = None, threshold: float = MIN_SIMILARITY,
+             progress: Callable[[int, int], None] | None = None, threshold: float | None = None,
              **options) -> EvalReport:
     """Run every question of ``qa_path`` through retrieval and :func:`answer_stream`.
 
-    ``threshold`` is the abstention threshold on the retrieval confidence (``min_similarity`` of
-    ``answer_stream``); ``options`` go to ``answer_stream`` (``mode``, sampling).
+    ``threshold`` is the abstention threshold on the mode's abstention score (``min_similarity``
+    of ``answer_stream``; default the calibrated ``ABSTAIN_BELOW[mode]``); ``options`` go to
+    ``answer_stream`` (``mode``, sampling).
     """
+    mode = options.get("mode", "generate")
+    threshold = ABSTAIN_BELOW.get(mode, MIN_SIMILARITY) if threshold is None else threshold
     items = read_qa(qa_path)
     embedder = default_embedder()
     results = []
@@ -132,18 +138,20 @@ def evaluate(kb: str, qa_path: Path, engine, max_new_tokens: int = 64,
         retrieval_s = time.perf_counter() - started
         started = time.perf_counter()
         answer = answer_stream(kb, [{"role": "user", "content": item.question}], engine,
-                               max_new_tokens=max_new_tokens, embedder=embedder, min_similarity=-1.0, **options)
+                               max_new_tokens=max_new_tokens, embedder=embedder, min_similarity=float("-inf"), **options)
         text = collect(answer.chunks).text
         answer_s = time.perf_counter() - started
+        if mode == "specialist":  # the specialist decides to abstain only after running the model
+            retrieval_s = answer_s
         dont_know = said_dont_know(text)
         results.append(QAResult(
-            item.question, item.answerable, retrieved, text, False, None, answer_s, confidence=answer.confidence,
+            item.question, item.answerable, retrieved, text, False, None, answer_s, confidence=answer.score,
+            similarity=answer.confidence, coverage=answer.coverage, margin=answer.margin,
             generated=text, said_dont_know=dont_know, retrieval_s=retrieval_s, answer_s=answer_s,
             generated_correct=(not dont_know and keywords_present(text, item.answer_keywords)) if item.answerable
             else None))
         if progress:
             progress(done, len(items))
-    mode = options.get("mode", "generate")
     model = "quote (no model)" if mode == "quote" else getattr(engine, "model_name", "?")
     report = summarize(kb, model, items, apply_threshold(results, threshold))
     return dataclasses.replace(report, threshold=threshold, mode=mode, qa_file=str(qa_path))

@@ -1,5 +1,9 @@
 """`model: "kb:NAME"` in /v1/chat/completions: answers grounded in a knowledge base
-(`slm kb ingest`), with the cited sources in the response."""
+(`slm kb ingest`), with the cited sources in the response.
+
+It answers as `slm kb ask` does: with the grounded-QA specialist in ``specialist`` mode when the
+server serves it (``slm serve --model smollm2-135m-kb``), else with the first chat model in
+``select`` mode (the cited documentation sentences it scores best)."""
 
 from __future__ import annotations
 
@@ -43,7 +47,12 @@ async def answer(body, pool, settings):
     if max_tokens > settings.max_tokens_limit:
         raise HTTPError(400, f"max_tokens is {max_tokens}, above this server's limit of {settings.max_tokens_limit}.",
                         param="max_tokens", code="max_tokens_too_large")
-    lease = await pool.checkout(pool.chat_ids[0], "chat")
+    from slmkit.kb.specialist import SPECIALIST_NAME, default_mode
+
+    served = [m for m in pool.chat_ids if m == SPECIALIST_NAME or pool.references.get(m) == SPECIALIST_NAME]
+    model_id = served[0] if served else pool.chat_ids[0]
+    mode = default_mode(SPECIALIST_NAME if served else model_id)
+    lease = await pool.checkout(model_id, "chat")
     try:
         embedder = None
         if pool.embedding_ids:
@@ -55,7 +64,7 @@ async def answer(body, pool, settings):
             temperature=0.0 if body.temperature is None else float(body.temperature),
             top_p=1.0 if body.top_p is None else float(body.top_p), top_k=body.top_k or 0,
             repetition_penalty=1.0 if body.repetition_penalty is None else float(body.repetition_penalty),
-            seed=body.seed, stop=body.stop or None))
+            seed=body.seed, stop=body.stop or None, mode=mode))
     except BaseException:
         lease.release()
         raise

@@ -1,0 +1,108 @@
+"""The grounded-QA specialist: a model fine-tuned to copy the retrieved sentence that answers, or abstain.
+
+The specialist (``make example-kb-specialist``: SmolLM2-135M-Instruct + LoRA, merged, stored as
+``SPECIALIST_NAME``) is shown the candidate sentences of the retrieved chunks, each with its
+source number, and the question; it was trained to answer with one of them copied verbatim and
+cited, or with the abstention message (``examples/kb-specialist/build_data.py``).
+
+Answering is **copy-constrained**: the answer can only be one of the candidates or the
+abstention message. Instead of decoding token by token under a grammar, every allowed answer is
+scored by the model's log-probability of producing it whole (one teacher-forced pass each,
+``Engine.token_logprobs``), which is the exact best answer of that constrained set rather than
+a greedy approximation of it. The abstention score is the margin between the best sentence and
+the abstention message (log-probability, nats): the model's own evidence that the text answers.
+The same procedure runs with any chat model, so the bundled model without fine-tuning is the
+comparison row in ``slm kb eval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from slmkit.errors import InvalidRequestError
+from slmkit.kb import select
+from slmkit.kb.retrieve import search
+
+SPECIALIST_NAME = "smollm2-135m-kb"  # the store name `make example-kb-specialist` writes
+CANDIDATES = 4  # sentences shown to the specialist (the closest to the question by embedding similarity)
+SYSTEM_PROMPT = ("Answer the question by copying the one sentence of the text that answers it, followed by its "
+                 "source number. If no sentence answers it, say that you don't know.")
+
+
+def specialist_available() -> bool:
+    """Whether the specialist is in the model store."""
+    from slmkit.models import store_path
+
+    return store_path(SPECIALIST_NAME).exists()
+
+
+def default_model() -> str:
+    """The model the support bot answers with by default: the specialist when present, else the bundled model."""
+    return SPECIALIST_NAME if specialist_available() else "smollm2-135m"
+
+
+def default_mode(model: str) -> str:
+    """The answer mode for ``model``: ``specialist`` for the specialist, ``select`` for any other model."""
+    return "specialist" if model == SPECIALIST_NAME else "select"
+
+
+def candidate_sentences(kb_name: str, question: str, embedder, count: int = CANDIDATES, extra: int = 0,
+                        hits=None) -> list[select.Candidate]:
+    """The ``count + extra`` sentences of the top retrieved chunks closest to ``question``, best first."""
+    from slmkit.kb.answer import CONTEXT_CHUNKS, sanitize, scored_sentences
+
+    if hits is None:
+        hits = search(kb_name, question, k=5, embedder=embedder)[:CONTEXT_CHUNKS]
+    sentences, similarities = scored_sentences(question, hits, embedder)
+    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])
+    chosen, seen = [], set()
+    for i in order:
+        text = sanitize(select.shorten(sentences[i][1]))
+        if text in seen:
+            continue
+        seen.add(text)
+        chosen.append(select.Candidate(sentences[i][0], text, float(similarities[i])))
+        if len(chosen) == count + extra:
+            break
+    return chosen
+
+
+def specialist_messages(question: str, candidates: list[select.Candidate]) -> list[dict]:
+    """The chat the specialist reads: the rules, then the numbered sentences and the question."""
+    text = "\n".join(f"[{c.source + 1}] {c.text}" for c in candidates)
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Text:\n{text}\n\nQuestion: {question.strip()}"}]
+
+
+def completion_logprob(engine, messages: list[dict], completion: str) -> float:
+    """Log-probability (nats) that the model answers ``messages`` with exactly ``completion`` and ends its turn."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise InvalidRequestError("The specialist mode scores answers through the model's chat template; use a chat "
+                                  "model on the torch engine, or --mode select.", param="mode")
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": completion}], tokenize=False)
+    if not full.startswith(prompt):
+        raise InvalidRequestError("This model's chat template does not render an answer after its prompt.")
+    prompt_ids, full_ids = engine.tokenize(prompt), engine.tokenize(full.rstrip("\n"))
+    logprobs = engine.token_logprobs(full_ids)  # logprobs[i] scores token i + 1
+    return float(sum(logprobs[len(prompt_ids) - 1:]))
+
+
+@dataclasses.dataclass
+class Choice:
+    """What the specialist chose: the best candidate (best first), and its margin over abstaining."""
+
+    ranked: list[select.Candidate]  # candidates by log-probability of being copied as the answer, best first
+    margin: float  # log p(best sentence) - log p(abstention message); below the threshold: abstain
+
+
+def choose(engine, question: str, candidates: list[select.Candidate], idk_message: str) -> Choice:
+    """Score every candidate (copied, with its citation) and the abstention message as the model's whole answer."""
+    messages = specialist_messages(question, candidates)
+    for candidate in candidates:
+        candidate.score = completion_logprob(engine, messages, f"{candidate.text} [{candidate.source + 1}]")
+    abstain = completion_logprob(engine, messages, idk_message)
+    ranked = sorted(candidates, key=lambda c: -c.score)
+    margin = ranked[0].score - abstain if ranked else float("-inf")
+    return Choice(ranked, float(margin))
