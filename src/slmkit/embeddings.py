@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from slmkit.errors import CorruptModelError, InvalidRequestError
+from slmkit.loading import MODEL_BUILD_LOCK
 
 MAX_BATCH = 2048
 
@@ -28,7 +29,8 @@ class EmbeddingModel:
         self.path = Path(path)
         self.model_name = model_name or self.path.name
         try:
-            self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            with MODEL_BUILD_LOCK:
+                self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         except (OSError, ValueError) as exc:
             raise CorruptModelError(f"Cannot load the embedding model in {path}: {exc}") from exc
         self.dimensions = self.model.get_embedding_dimension()

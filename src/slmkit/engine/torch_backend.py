@@ -20,6 +20,7 @@ from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.errors import ContextLengthExceededError, CorruptModelError, InvalidRequestError
+from slmkit.loading import MODEL_BUILD_LOCK
 
 
 def load_tokenizer(path: Path):
@@ -38,7 +39,8 @@ def load_causal_lm(path: Path):
     if not any(Path(path).glob("*.safetensors")):
         raise CorruptModelError(f"{path} has no .safetensors weights; slmkit does not load pickle weights.")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+        with MODEL_BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CorruptModelError(f"Cannot load the model in {path}: {exc}") from exc
     return model.eval()
@@ -154,10 +156,11 @@ def load_adapters(model, adapters: dict[str, str | Path]):
     for name, reference in adapters.items():
         directory = adapter_directory(reference)
         try:
-            if wrapped is None:
-                wrapped = PeftModel.from_pretrained(model, str(directory), adapter_name=name, is_trainable=False)
-            else:
-                wrapped.load_adapter(str(directory), adapter_name=name, is_trainable=False)
+            with MODEL_BUILD_LOCK:
+                if wrapped is None:
+                    wrapped = PeftModel.from_pretrained(model, str(directory), adapter_name=name, is_trainable=False)
+                else:
+                    wrapped.load_adapter(str(directory), adapter_name=name, is_trainable=False)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise CorruptModelError(f"Cannot load the adapter {name} on this base model: {str(exc)[:300]}") from exc
     wrapped.eval()

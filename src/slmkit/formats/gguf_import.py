@@ -12,6 +12,7 @@ from pathlib import Path
 
 from slmkit.artifact import Card, file_sha256
 from slmkit.formats.gguf_check import check_gguf_file
+from slmkit.loading import MODEL_BUILD_LOCK
 
 ProgressCallback = Callable[[str, int, int], None]  # (step description, done, total)
 
@@ -37,14 +38,16 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, progress: ProgressCallbac
     progress("loading and dequantizing tensors", 2, steps)
     folder, filename = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    with MODEL_BUILD_LOCK:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
     progress("rebuilding as a plain model", 3, steps)
     config = loaded.config
     # The dequantized weights are plain floats now: drop the GGUF loading hints.
     for stale in ("quantization_config", "_name_or_path"):
         if hasattr(config, stale):
             delattr(config, stale)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with MODEL_BUILD_LOCK:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     del loaded
     eos_ids = _end_of_turn_ids(tokenizer)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slmkit.errors import InvalidRequestError, ModelNotFoundError
+from slmkit.loading import MODEL_BUILD_LOCK
 from slmkit.recommend.model import FIRST_ITEM, HISTORIES_FILE, Catalogue, is_recommender
 
 MAX_K = 1000
@@ -54,8 +55,9 @@ def load_recommender(reference: str | Path, threads: int | None = None) -> Recom
                                   "`slm recommend train LOGS --name NAME`.")
     card = read_card(resolved.path)
     max_length = int((card.args if card else {}).get("max_length", 200))
-    model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=torch.float32,
-                                                 use_safetensors=True).eval()
+    with MODEL_BUILD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(str(resolved.path), dtype=torch.float32,
+                                                     use_safetensors=True).eval()
     histories_path = resolved.path / HISTORIES_FILE
     histories = json.loads(histories_path.read_text(encoding="utf-8")) if histories_path.is_file() else {}
     return Recommender(resolved.name, resolved.path, model, Catalogue.read(resolved.path), histories, max_length)

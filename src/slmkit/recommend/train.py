@@ -26,6 +26,7 @@ from pathlib import Path
 
 from slmkit.artifact import Card, ParentRef, finalize_card, read_card, staged_directory, write_text_atomic
 from slmkit.errors import InvalidRequestError
+from slmkit.loading import MODEL_BUILD_LOCK
 from slmkit.recommend.evaluate import Split, evaluate_scorer, leave_one_out
 from slmkit.recommend.model import (
     CATALOGUE_FILE,
@@ -145,7 +146,8 @@ def train_recommender(logs: Sequence[str | Path], name: str, config: RecommendCo
 
         parent = read_card(destination)
         catalogue = Catalogue.read(destination).extended(all_items)
-        network = AutoModelForCausalLM.from_pretrained(str(destination), dtype=torch.float32, use_safetensors=True)
+        with MODEL_BUILD_LOCK:
+            network = AutoModelForCausalLM.from_pretrained(str(destination), dtype=torch.float32, use_safetensors=True)
         if network.get_input_embeddings().weight.shape[0] < len(catalogue) + FIRST_ITEM:
             network.resize_token_embeddings(len(catalogue) + FIRST_ITEM, mean_resizing=False)
         parent_hash = parent.content_sha256 if parent else ""
