@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from slmkit.errors import InvalidRequestError, SlmError
@@ -64,6 +65,27 @@ def check_models(settings: ServerSettings) -> None:
         router_path(settings.router)
 
 
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas for this process (no-op elsewhere).
+
+    The server runs requests on up to a few hundred worker threads; glibc gives busy threads
+    arenas of their own (up to 8 per core), and their freed memory is rarely returned, which
+    showed in the 200-stream soak as RSS climbing for the first minutes. Two arenas keep
+    RSS lower; the Python allocator and torch do not depend on them."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to cap
+        ctypes.CDLL(name).mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+
+
 def serve(settings: ServerSettings) -> None:
     """Serve until interrupted; SIGTERM drains in-flight requests for ``drain_timeout_s``.
 
@@ -75,6 +97,7 @@ def serve(settings: ServerSettings) -> None:
     warning = exposure_warning(settings)
     if warning:
         log.warning(warning)
+    limit_malloc_arenas()
     check_models(settings)
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
