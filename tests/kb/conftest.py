@@ -30,3 +30,12 @@ def docs(tmp_path) -> Path:
     (root / "warranty.pdf").write_bytes(make_pdf(["The warranty lasts two years from purchase.",
                                                   "Warranty claims need the original receipt."]))
     return root
+
+
+@pytest.fixture()
+def support_kb(slm_home, docs):
+    """The documents above ingested as the knowledge base ``support``."""
+    from slmkit.kb.index import ingest
+
+    ingest("support", [docs])
+    return "support"

@@ -13,7 +13,6 @@ from slmkit.kb import select
 from slmkit.kb.answer import IDK_MESSAGE, answer_stream, split_sentences
 from slmkit.kb.calibrate import choose_threshold, plot_sweep, sweep
 from slmkit.kb.evaluate import QAResult, evaluate
-from slmkit.kb.index import ingest
 from slmkit.kb.retrieve import search
 
 QA = [
@@ -22,12 +21,6 @@ QA = [
     {"question": "How long does the warranty last?", "answer_keywords": ["two years"], "source": "warranty.pdf"},
     {"question": "Who painted the Mona Lisa?", "answer_keywords": [], "source": None},
 ]
-
-
-@pytest.fixture()
-def support_kb(slm_home, docs):
-    ingest("support", [docs])
-    return "support"
 
 
 @pytest.fixture()

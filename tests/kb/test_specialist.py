@@ -14,7 +14,6 @@ from slmkit.kb import specialist
 from slmkit.kb.answer import IDK_MESSAGE, abstention_score, answer_stream, question_terms, split_sentences, term_coverage
 from slmkit.kb.calibrate import choose_threshold, grid
 from slmkit.kb.evaluate import QAResult, evaluate
-from slmkit.kb.index import ingest
 from slmkit.kb.retrieve import search
 
 QA = [
@@ -22,12 +21,6 @@ QA = [
     {"question": "How long does the warranty last?", "answer_keywords": ["two years"], "source": "warranty.pdf"},
     {"question": "Who painted the Mona Lisa?", "answer_keywords": [], "source": None},
 ]
-
-
-@pytest.fixture()
-def support_kb(slm_home, docs):
-    ingest("support", [docs])
-    return "support"
 
 
 @pytest.fixture()

@@ -50,16 +50,7 @@ class Sampler:
         """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far.
 
         ``logits`` may be a view of the backend's own buffer: it is never written to."""
-        raw = _as_row(logits)
-        top = raw.max()
-        if not np.isfinite(top):  # NaN propagates through max; +inf is the max; all -inf too
-            raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
-        scores = raw
-        if self.grammar_state is not None:
-            scores = raw.copy()
-            self.grammar_state.mask(torch.from_numpy(scores).unsqueeze(0))  # in place, shares memory
-        if self.repetition_penalty != 1.0:
-            scores = self._penalize(scores if scores is not raw else raw.copy(), context_ids)
+        scores = self._processed(logits, context_ids)
         if self.greedy:
             token = int(scores.argmax())
             if not np.isfinite(scores[token]):
@@ -69,6 +60,21 @@ class Sampler:
         if self.grammar_state is not None:
             self.grammar_state.advance(token)
         return token
+
+    def _processed(self, logits, context_ids) -> np.ndarray:
+        """The row after the model check, the grammar mask and the repetition penalty; a copy
+        only when one of those two writes to it."""
+        raw = _as_row(logits)
+        if not np.isfinite(raw.max()):  # NaN propagates through max; +inf is the max; all -inf too
+            raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
+        if self.grammar_state is None and self.repetition_penalty == 1.0:
+            return raw
+        scores = raw.copy()
+        if self.grammar_state is not None:
+            self.grammar_state.mask(torch.from_numpy(scores).unsqueeze(0))  # in place, shares memory
+        if self.repetition_penalty != 1.0:
+            self._penalize(scores, context_ids)
+        return scores
 
     def _penalize(self, scores: np.ndarray, context_ids) -> np.ndarray:
         ids = np.unique(np.asarray(context_ids, dtype=np.int64))
@@ -81,11 +87,7 @@ class Sampler:
     def probabilities(self, logits: torch.Tensor | np.ndarray, context_ids: list[int] | torch.Tensor) -> np.ndarray:
         """The (vocab,) distribution a sampled (temperature > 0) request draws from, after every
         processing step; no grammar state is advanced."""
-        scores = _as_row(logits).copy()
-        if self.grammar_state is not None:
-            self.grammar_state.mask(torch.from_numpy(scores).unsqueeze(0))
-        if self.repetition_penalty != 1.0:
-            scores = self._penalize(scores, context_ids)
+        scores = self._processed(logits, context_ids)
         candidates, weights = self._filtered(scores)
         full = np.zeros(scores.shape[0])
         full[slice(None) if candidates is None else candidates] = weights / weights.sum(dtype=np.float64)

@@ -141,9 +141,10 @@ async def iterate(chunks: Iterator[Chunk], timeout_s: float) -> AsyncIterator[Ch
     batch slot.
     """
     deadline = time.monotonic() + timeout_s
+    awaitable = hasattr(chunks, "__anext__")
     try:
         while True:
-            if hasattr(chunks, "__anext__"):
+            if awaitable:
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
