@@ -107,6 +107,15 @@ class LiveServer:
         return self.app.state.pool
 
 
+@pytest.fixture(scope="session")
+def long_tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with a 4096-token context: a 4000-token answer outlasts any signal or timeout
+    a test sends while it streams, however fast the machine. Never modify it."""
+    from tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("long") / "tiny-long", context=4096)
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     from slmkit.server.settings import ServerSettings

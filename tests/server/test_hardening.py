@@ -173,14 +173,12 @@ def test_non_streaming_requests_of_disconnected_clients_are_cancelled(server, mo
     assert small.status_code == 200 and time.perf_counter() - started < 5
 
 
-def test_a_stalled_stream_reader_is_cut_off_and_blocks_nobody(tmp_path_factory):
+def test_a_stalled_stream_reader_is_cut_off_and_blocks_nobody(long_tiny_model_dir):
     import socket
 
     from slmkit.server.settings import ServerSettings
-    from tiny import build_tiny_llama
 
-    folder = build_tiny_llama(tmp_path_factory.mktemp("long") / "tiny-long", context=4096)
-    settings = ServerSettings(models=[str(folder)], embedding_models=[], write_timeout_s=1.0, max_tokens_limit=4096)
+    settings = ServerSettings(models=[str(long_tiny_model_dir)], embedding_models=[], write_timeout_s=1.0, max_tokens_limit=4096)
     with LiveServer(settings) as live:
         body = json.dumps(chat_body("tiny-long", "x", max_tokens=4000, temperature=0, stream=True)).encode()
         stalled = socket.socket()

@@ -132,16 +132,18 @@ def test_slm_serve_warns_loudly_when_exposed_without_a_key(tmp_path):
     assert keyed.returncode == 1 and "WARNING" not in keyed.stderr
 
 
-def test_sigterm_with_drain_timeout_zero_aborts_in_flight_and_exits_fast(tiny_model_dir):
+def test_sigterm_with_drain_timeout_zero_aborts_in_flight_and_exits_fast(long_tiny_model_dir):
     import psutil
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_serve(tiny_model_dir, port, drain_timeout="0")
+    process = start_serve(long_tiny_model_dir, port, drain_timeout="0")
     try:
         wait_healthy(url, process)
         children = psutil.Process(process.pid).children(recursive=True)
-        body = {"model": str(tiny_model_dir), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
+        # 4000 tokens: a 400-token answer from the tiny model could finish inside uvicorn's own
+        # shutdown pause on a fast machine, and then there is nothing in flight to cut.
+        body = {"model": str(long_tiny_model_dir), "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000,
                 "temperature": 0.7, "seed": 1, "stream": True}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
             lines = response.iter_lines()
