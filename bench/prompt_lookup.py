@@ -1,16 +1,24 @@
-"""Prompt-lookup decoding on grounded answers (run by `make bench`).
+"""Prompt-lookup decoding on copy-heavy tasks (run by `make bench`).
 
-Answers questions about passages of Python's own documentation (pydoc_data) with
-SmolLM2-135M-Instruct, greedy, with and without prompt-lookup drafting, alternating the two
-so both see the same machine load. Prints latency, decode tok/s, acceptance and whether the
-outputs are identical.
+SmolLM2-135M-Instruct, greedy, with and without prompt-lookup drafting, alternating the two so
+both see the same machine load; prints latency, decode tok/s, acceptance and whether the outputs
+are identical. Tasks:
+- ``qa`` (default): grounded answers about passages of Python's own documentation (pydoc_data);
+- ``extract``: `slm docs extract`'s constrained JSON answer on synthetic invoices, contracts and
+  tickets of the held-out layouts (the values are copied from the document).
+
+    python bench/prompt_lookup.py [--task qa|extract] [--count N]
+    SLM_BENCH_BACKEND=llamacpp python bench/prompt_lookup.py --task extract
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from pydoc_data.topics import topics
 
 from slmkit.engine import GenerationRequest, load_engine
@@ -28,15 +36,43 @@ def request(topic: str, lookup: int) -> GenerationRequest:
     return GenerationRequest(messages=messages, max_new_tokens=96, prompt_lookup_tokens=lookup)
 
 
+def extraction_requests(count: int, folder: Path) -> list:
+    """(prompt-lookup tokens -> request) makers for `slm docs extract`'s constrained answer on
+    ``count`` synthetic documents of the held-out layouts."""
+    from slmkit.docs.extract import build_messages
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.docs.synthetic import HELDOUT_LAYOUTS, make_documents, write_pdf
+
+    makers = []
+    for index, document in enumerate(make_documents(count, HELDOUT_LAYOUTS, 3)):
+        path = folder / f"{index}-{document.kind}.pdf"
+        write_pdf(document, path)
+        schema = load_schema(document.kind)
+        messages = build_messages(read_pages(path, isolated=False), schema)
+        makers.append(lambda lookup, m=messages, s=schema: GenerationRequest(
+            messages=m, max_new_tokens=256, json_schema=s.generation_schema(), prompt_lookup_tokens=lookup))
+    return makers
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("qa", "extract"), default="qa")
+    parser.add_argument("--count", type=int, default=10, help="documents or questions")
+    args = parser.parse_args()
     # The PyTorch scheduler: on llama.cpp (the default since issue 19) prompt lookup is opt-in.
     engine = load_engine(MODEL, backend=os.environ.get("SLM_BENCH_BACKEND", "torch"),
                          **({"prompt_lookup": True} if os.environ.get("SLM_BENCH_BACKEND") == "llamacpp" else {}))
-    rows = []
-    for topic in TOPICS:
-        plain = collect(engine.stream(request(topic, 0)))
-        fast = collect(engine.stream(request(topic, DRAFT_TOKENS)))
-        rows.append((topic, plain, fast))
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.task == "extract":
+            makers = extraction_requests(args.count, Path(scratch))
+        else:
+            makers = [lambda lookup, t=topic: request(t, lookup) for topic in TOPICS[: args.count]]
+        rows = []
+        for make in makers:
+            plain = collect(engine.stream(make(0)))
+            fast = collect(engine.stream(make(DRAFT_TOKENS)))
+            rows.append((make, plain, fast))
     identical = sum(p.token_ids == f.token_ids for _, p, f in rows)
     plain_s = statistics.median(p.stats.total_s for _, p, _ in rows)
     fast_s = statistics.median(f.stats.total_s for _, _, f in rows)
@@ -44,8 +80,10 @@ def main():
     fast_tps = statistics.median(f.stats.decode_tokens_per_s for _, _, f in rows)
     drafted = sum(f.stats.draft_tokens for _, _, f in rows)
     accepted = sum(f.stats.accepted_draft_tokens for _, _, f in rows)
-    print(f"model {MODEL}, {len(rows)} grounded questions on pydoc_data passages, greedy, "
-          f"{os.cpu_count()} CPU cores\n")
+    task = ("constrained extractions of held-out synthetic documents" if args.task == "extract"
+            else "grounded questions on pydoc_data passages")
+    print(f"model {MODEL} on {type(engine).__name__}, "
+          f"{len(rows)} {task}, greedy, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}\n")
     print("| decoding | median answer latency (s) | median decode tok/s | identical outputs |")
     print("|---|---|---|---|")
     print(f"| plain greedy | {plain_s:.2f} | {plain_tps:.1f} | - |")

@@ -154,6 +154,7 @@ def generate_against_raw_llama(rounds: int = 3, tokens: int = 128) -> None:
     from llama_cpp import _internals
 
     from slmkit.engine import load_engine
+    from slmkit.engine.llamacpp_backend import quiet_llama
     from slmkit.generate import build_request, collect
 
     engine = load_engine("smollm2-135m")
@@ -164,7 +165,8 @@ def generate_against_raw_llama(rounds: int = 3, tokens: int = 128) -> None:
     params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 256
     params.n_threads = params.n_threads_batch = THREADS
     params.no_perf = True
-    raw = _internals.LlamaContext(model=engine.model, params=params, verbose=False)  # same weights, own KV
+    with quiet_llama():  # its C-level log would otherwise flood the table
+        raw = _internals.LlamaContext(model=engine.model, params=params, verbose=False)  # same weights, own KV
 
     def raw_decode() -> float:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(raw.ctx), True)

@@ -68,3 +68,25 @@ def test_more_requests_than_the_batch_size_all_complete(tiny_engine):
     with ThreadPoolExecutor(len(cases)) as pool:
         together = [r.token_ids for r in pool.map(lambda case: run(tiny_engine, case), cases)]
     assert together == alone
+
+
+def test_streams_awaited_on_one_event_loop_decode_together_without_a_thread_each(tiny_engine):
+    """The server awaits PyTorch streams on its event loop: no worker thread per token or per
+    stream, and awaited answers equal blocking ones."""
+    import asyncio
+
+    alone = [run(tiny_engine, case) for case in CASES]
+
+    async def read(case):
+        ids = []
+        async for chunk in tiny_engine.stream(build_request(**case)):
+            ids.extend(chunk.token_ids)
+        return ids
+
+    async def main():
+        return await asyncio.gather(*(read(case) for case in CASES))
+
+    threads_before = threading.active_count()
+    awaited = asyncio.run(main())
+    assert threading.active_count() <= threads_before  # asyncio.run adds no executor thread for the reads
+    assert awaited == [single.token_ids for single in alone]

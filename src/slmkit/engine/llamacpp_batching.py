@@ -30,8 +30,7 @@ from slmkit.engine.prefix_cache import PrefixCache
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.engine.streams import DONE, ChunkQueue, ChunkStream
-from slmkit.engine.torch_batching import EngineStoppedError, GenerationError
-from slmkit.errors import SlmError
+from slmkit.engine.torch_batching import EngineStoppedError, request_error
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class LlamaBatchScheduler:
             slot.cancelled = True  # the caller stopped listening: free the sequence at the next step
             self.pending.put(None)  # wake the thread if it is idle
 
-        return ChunkStream(slot.output, start=lambda: self.pending.put(slot), cancel=cancel, error=_request_error)
+        return ChunkStream(slot.output, start=lambda: self.pending.put(slot), cancel=cancel, error=request_error)
 
     def run_exclusive(self, job: Callable[[int], object]) -> object:
         """Run ``job(seq_id)`` on the scheduler thread between steps, with a free sequence id
@@ -321,11 +320,3 @@ class LlamaBatchScheduler:
             self.free_ids.append(slot.seq_id)
             self.active.remove(slot)
 
-
-def _request_error(error: BaseException) -> BaseException:
-    """What the reader of a failed request sees, as on the PyTorch scheduler: the request's own
-    problem or a typed engine error (an SlmError: 400, 500, 503) as it is, anything else as a
-    generic failure whose cause stays in the log."""
-    if isinstance(error, SlmError):
-        return error
-    return GenerationError("The generation failed inside the engine.")

@@ -4,7 +4,9 @@ One scheduler thread per engine owns the model. Requests join a running batch as
 their prompt is prefilled (each prompt alone, so prompts of any length mix), are decoded
 together one token per step with their own sampling settings, stops and limits, and leave
 the batch the step they finish or their caller stops listening. Sequences of different
-lengths share one left-padded KV cache; an attention mask hides the padding.
+lengths share one left-padded KV cache; an attention mask hides the padding. Each request's
+chunks reach its reader through a :class:`ChunkStream` (read blocking, or awaited by the
+server without a worker thread per token).
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Iterator
 
 import torch
 
-from slmkit.engine import Chunk
 from slmkit.engine.drafting import Drafter
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
+from slmkit.engine.streams import DONE, ChunkQueue, ChunkStream
 from slmkit.errors import SlmError
 
-_DONE = object()
 log = logging.getLogger("slmkit.engine")
 
 
@@ -33,7 +33,7 @@ class Slot:
 
     state: SequenceState
     sampler: Sampler
-    output: queue.Queue = dataclasses.field(default_factory=queue.Queue)
+    output: ChunkQueue = dataclasses.field(default_factory=ChunkQueue)
     cancelled: bool = False
     last_token: int = 0
     drafter: Drafter | None = None  # speculative decoding (greedy only), when this slot runs alone
@@ -54,6 +54,15 @@ class GenerationError(RuntimeError):
     the details are in the log, the other requests carry on."""
 
 
+def request_error(error: BaseException) -> BaseException:
+    """What the reader of a failed request sees, on every scheduler: the request's own problem
+    or a typed engine error (an SlmError: 400, 500, 503) as it is, anything else as a generic
+    failure whose cause stays in the log."""
+    if isinstance(error, SlmError):
+        return error
+    return GenerationError("The generation failed inside the engine.")
+
+
 class BatchScheduler:
     def __init__(self, model, model_lock: threading.Lock, max_batch_size: int = 8, select_adapters=None):
         self.model = model
@@ -72,32 +81,22 @@ class BatchScheduler:
         self._thread.start()
 
     # -- caller side -------------------------------------------------------------------
-    def submit(self, slot: Slot) -> Iterator[Chunk]:
-        """The slot's chunks. It joins the queue when iteration starts, so a stream that is
-        created but never read costs nothing."""
+    def submit(self, slot: Slot) -> ChunkStream:
+        """The slot's chunks (read them blocking or with ``async for``). It joins the queue when
+        reading starts, so a stream that is created but never read costs nothing; closing the
+        stream early frees its place in the batch at the next step."""
         if not self.healthy:
             raise EngineStoppedError("The model's engine has stopped; load the model again.") from self.error
-        return self._drain(slot)
 
-    def _drain(self, slot: Slot) -> Iterator[Chunk]:
-        self.pending.put(slot)
-        try:
-            while True:
-                try:
-                    item = slot.output.get(timeout=1.0)
-                except queue.Empty:
-                    if not self._thread.is_alive():
-                        raise EngineStoppedError("The model's engine has stopped; load the model again.") from None
-                    continue
-                if item is _DONE:
-                    return
-                if isinstance(item, SlmError):
-                    raise item  # the request's own problem (400) or a typed engine error
-                if isinstance(item, BaseException):
-                    raise GenerationError("The generation failed inside the engine.") from item
-                yield item
-        finally:
-            slot.cancelled = True  # the caller stopped listening: free the slot at the next step
+        def start() -> None:
+            self.pending.put(slot)
+            if not self._thread.is_alive():  # it died after the check above: nobody will answer
+                slot.output.put(EngineStoppedError("The model's engine has stopped; load the model again."))
+
+        def cancel() -> None:
+            slot.cancelled = True
+
+        return ChunkStream(slot.output, start=start, cancel=cancel, error=request_error)
 
     @property
     def healthy(self) -> bool:
@@ -193,7 +192,7 @@ class BatchScheduler:
         if chunk.text or chunk.finish_reason:
             slot.output.put(chunk)
         if chunk.finish_reason:
-            slot.output.put(_DONE)
+            slot.output.put(DONE)
             return True
         return False
 
