@@ -166,8 +166,10 @@ def batch_tokens_per_s(engines: list, prompts: list[str], tokens: int) -> float:
 def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool = False) -> None:
     import shutil
 
+    import torch
     from peft import PeftModel
 
+    from slmkit.engine import lora_stack
     from slmkit.engine.torch_backend import TorchEngine, load_causal_lm
     from slmkit.references import resolve_hf
 
@@ -190,13 +192,20 @@ def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool =
         if "token" in file.name or file.suffix == ".jinja" or file.name == "generation_config.json":
             shutil.copy(file, merged_dir / file.name)
     plain = TorchEngine(base, threads=THREADS)
-    shared = TorchEngine(base, threads=THREADS, adapters=adapters)
+    shared = TorchEngine(base, threads=THREADS, adapters=adapters)  # stacks in lora_stack.STACK_DTYPE
+    other_dtype = {torch.float16: torch.bfloat16, torch.bfloat16: torch.float16}[lora_stack.STACK_DTYPE]
+    default_dtype, lora_stack.STACK_DTYPE = lora_stack.STACK_DTYPE, other_dtype
+    shared_other = TorchEngine(base, threads=THREADS, adapters=adapters)  # the other 16-bit type, for its speed
+    lora_stack.STACK_DTYPE = default_dtype
     merged = TorchEngine(merged_dir, threads=THREADS)
     views = [shared.adapter(name) for name in adapters]
+    other_views = [shared_other.adapter(name) for name in adapters]
     prompts = [f"Write a short story about a {thing}." for thing in
                ("dragon", "lighthouse", "robot", "river", "library", "comet", "garden", "violin")]
-    runs = {"one adapter (8 rows of adapter0)": [views[0]] * 8,
-            "4 adapters mixed (2 rows each)": [views[i % 4] for i in range(8)],
+    short = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+    runs = {f"one adapter (8 rows of adapter0), {short[default_dtype]} stacks": [views[0]] * 8,
+            f"4 adapters mixed (2 rows each), {short[default_dtype]} stacks": [views[i % 4] for i in range(8)],
+            f"4 adapters mixed (2 rows each), {short[other_dtype]} stacks": [other_views[i % 4] for i in range(8)],
             "adapter0 merged into its own model": [merged] * 8,
             "base alone (no adapters)": [plain] * 8}
     rates = {name: [] for name in runs}
@@ -212,13 +221,13 @@ def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool =
     print(f"| base + 4 adapters (shared) | {shared.memory_bytes / 1e6:.1f} | "
           f"{shared.memory_bytes / plain.memory_bytes:.3f} |")
     print(f"| 4 merged models (one per adapter) | {4 * plain.memory_bytes / 1e6:.1f} | 4.00 |")
-    print(f"\n(adapters: {lora_bytes / 1e6:.1f} MB in all)\n")
+    print(f"\n(adapters: {lora_bytes / 1e6:.1f} MB in all, {short[default_dtype]} stacks)\n")
     print("| batch of 8 | tokens/s | x one-adapter batch |\n|---|---|---|")
-    single = statistics.median(rates["one adapter (8 rows of adapter0)"])
+    single = statistics.median(next(iter(rates.values())))
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / single:.2f} |")
     print(f"\nmixed-adapter decoding steps counted by the scheduler: {shared.scheduler.mixed_adapter_steps}")
-    for engine in (plain, shared, merged):
+    for engine in (plain, shared, shared_other, merged):
         engine.close()
     shutil.rmtree(folder, ignore_errors=True)
 

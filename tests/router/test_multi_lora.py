@@ -77,13 +77,15 @@ def test_mixed_adapter_batch_equals_each_merged_model_alone(tiny_model_dir, adap
 
 
 def test_adapters_cost_only_their_own_weights(tiny_model_dir, adapters):
+    from safetensors.torch import load_file
+
+    from slmkit.engine.lora_stack import STACK_DTYPE
     from slmkit.engine.torch_backend import TorchEngine
 
     base = TorchEngine(tiny_model_dir)
     shared = TorchEngine(tiny_model_dir, adapters=adapters)
-    from safetensors.torch import load_file
-
-    alpha = sum(t.numel() * 4 for t in load_file(adapters["alpha"] / "adapter_model.safetensors").values())
+    assert STACK_DTYPE.itemsize == 2  # the stacks are 16-bit: half of the float32 files
+    alpha = sum(t.numel() * STACK_DTYPE.itemsize for t in load_file(adapters["alpha"] / "adapter_model.safetensors").values())
     # Held once (peft's own copies are dropped); beta (r=2) is zero-padded to alpha's r=4 in the stacks.
     assert shared.memory_bytes == base.memory_bytes + len(adapters) * alpha
     assert shared.token_logprobs([5, 6, 7]) == pytest.approx(base.token_logprobs([5, 6, 7]), abs=1e-5)
