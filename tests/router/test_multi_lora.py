@@ -154,3 +154,27 @@ def test_adapter_named_like_a_model_is_refused(tiny_model_dir, adapters):
     with pytest.raises(InvalidRequestError, match="already a model id"):
         ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[],
                                  adapters={tiny_model_dir.name: str(adapters["alpha"])}))
+
+
+def test_memory_budget_counts_the_adapters_before_loading(tiny_model_dir, adapters, monkeypatch):
+    """--max-memory makes room for the base and its adapters (16-bit stacks), not the base alone."""
+    import asyncio
+
+    from safetensors.torch import load_file
+
+    from slmkit.server.pool import ModelPool, _estimate_bytes
+    from slmkit.server.settings import ServerSettings
+
+    pool = ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[], max_memory_bytes=10**12,
+                                    adapters={name: str(path) for name, path in adapters.items()}))
+    asked = []
+    monkeypatch.setattr(pool, "_make_room", asked.append)
+
+    async def load():
+        (await pool.checkout("alpha")).release()
+
+    asyncio.run(load())
+    adapter_numbers = sum(t.numel() for path in adapters.values()
+                          for t in load_file(path / "adapter_model.safetensors").values())
+    assert asked == [_estimate_bytes(tiny_model_dir) + 2 * adapter_numbers]
+    pool.close()
