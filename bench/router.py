@@ -257,7 +257,7 @@ def next_item_hit(history: list[str], answer_items: list[str], sequences: list[l
     return (hits / users if users else float("nan")), users
 
 
-def quality(limit: int = 0, data_dir: Path = DATA) -> None:
+def quality(limit: int = 0, data_dir: Path = DATA, details: Path | None = None) -> None:
     """Each held-out prompt scored by its own route's metric when the router picks who answers,
     when the general model answers everything, and with perfect routing."""
     import concurrent.futures
@@ -348,6 +348,11 @@ def quality(limit: int = 0, data_dir: Path = DATA) -> None:
     for e in examples:
         for arm, who in arms.items():
             scores[arm][e.prompt] = score(e.route, e.prompt, who(e), answers[(who(e), e.prompt)])
+    if details:  # every prompt: who answered in each arm, what, and its score
+        details.write_text("".join(json.dumps({
+            "prompt": e.prompt, "route": e.route, "routed_to": decisions[e.prompt],
+            "answers": {who: answers[(who, e.prompt)] for who in dict.fromkeys((e.route, "general", decisions[e.prompt]))},
+            "scores": {arm: scores[arm][e.prompt] for arm in arms}}) + "\n" for e in examples), encoding="utf-8")
     routes = list(dict.fromkeys(e.route for e in examples))
     metric = {"general": "answered by the general model", "kb:pydoc": "answer has the reference key terms",
               "docs:invoice": "field accuracy", "recommend:movies": "next-item hit@5 (MovieLens users)"}
@@ -375,6 +380,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="routing,lora,quality", help="comma-separated sections: routing, lora, quality")
     parser.add_argument("--limit", type=int, default=0, help="quality: score only the first N prompts of each route (0 = all 25)")
+    parser.add_argument("--details", type=Path, help="quality: write every prompt's answers and scores to this JSONL")
     parser.add_argument("--movielens", type=Path, default=DATA, help="quality: the MovieLens 100K folder (ml-100k.inter)")
     parser.add_argument("--lora-rank", type=int, default=16, help="lora: rank of the 4 adapters (slm finetune's default)")
     parser.add_argument("--repeats", type=int, default=5, help="lora: timed runs of each batch (the median is shown)")
@@ -406,7 +412,7 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
     sections = {"routing": routing,
                 "lora": lambda: lora(repeats=args.repeats, rank=args.lora_rank, memory_only=args.memory_only),
-                "quality": lambda: quality(args.limit, args.movielens)}
+                "quality": lambda: quality(args.limit, args.movielens, args.details)}
     for name in args.only.split(","):
         sections[name.strip()]()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1-minute, 2 cores)")
