@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slmkit-installed
 
-.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-kb-heldout example-kb-specialist example-distill example-docs example-router
+.PHONY: install demo test test-fast lint bench clean example-finetune example-kb example-kb-heldout example-kb-specialist example-distill example-docs example-router example-router-serve
 
 install: $(STAMP)
 
@@ -97,3 +97,17 @@ example-router: install
 	-$(BIN)/slm router rm helpdesk
 	$(BIN)/slm router train examples/router/train.jsonl --name helpdesk
 	$(BIN)/slm router eval helpdesk examples/router/heldout.jsonl --details build/router/heldout-report.json
+
+# The example router served end to end (docs/router.md#serving-the-example-router): its specialists
+# built when missing (the pydoc knowledge base, a MovieLens recommender trained for 3 minutes, the
+# router), then `slm serve --model smollm2-135m --model movies --router helpdesk` asked one held-out
+# prompt per route with model "auto"; prints who answered and what.
+ML100K ?= ../shared/data/ml-100k
+example-router-serve: install
+	$(BIN)/python -c "from slmkit.kb.index import kb_names; exit('pydoc' not in kb_names())" || \
+		($(BIN)/python examples/pydoc-kb/build_corpus.py build/pydoc-kb/docs && $(BIN)/slm kb ingest pydoc build/pydoc-kb/docs)
+	$(BIN)/python -c "from slmkit.models import store_path; exit(not (store_path('movies') / 'catalogue.json').is_file())" || \
+		$(BIN)/slm recommend train $(ML100K)/ml-100k.inter --items $(ML100K)/ml-100k.item --name movies --max-minutes 3
+	$(BIN)/python -c "from slmkit.router.model import router_names; exit('helpdesk' not in router_names())" || \
+		$(BIN)/slm router train examples/router/train.jsonl --name helpdesk
+	$(BIN)/python examples/router/serve_example.py

@@ -11,9 +11,13 @@ and LoRA adapters on one shared base.
    weight memory, and greedy decode throughput of a batch of 8 sequences that all use one
    adapter, that mix the 4 adapters (2 rows each), and of the same batch on the adapter merged
    into a model of its own (the "serve each as a merged model" peer).
-3. **quality** — the held-out invoices (the docs:invoice prompts): field accuracy of the
-   extractor when the router sends them there, when the general model answers every prompt
-   (always-general) and with perfect routing (every invoice to the extractor).
+3. **quality** — every held-out prompt scored by its own route's metric (general: answered by
+   the general model; kb:pydoc: the answer holds the reference key terms of
+   examples/router/heldout_answers.jsonl; docs:invoice: field accuracy; recommend:movies: the
+   share of MovieLens users who watched the named movies whose next movie is in the answer's 5
+   titles) when the router picks who answers, when the general model answers everything
+   (always-general) and with perfect routing. Needs the pydoc knowledge base (`make example-kb`),
+   the recommender `movies` (docs/router.md) in the store and MovieLens 100K.
 
     python bench/router.py [--only routing,lora,quality]
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "examples" / "router" / "train.jsonl"
 HELDOUT = ROOT / "examples" / "router" / "heldout.jsonl"
+DATA = ROOT.parent / "shared" / "data" / "ml-100k"  # MovieLens 100K (RecBole atomic files), as docs/recommend.md
 THREADS = 2
 
 
@@ -163,11 +169,11 @@ def batch_tokens_per_s(engines: list, prompts: list[str], tokens: int) -> float:
     return sum(counts) / (time.perf_counter() - started)
 
 
-def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool = False) -> None:
-    import shutil
-
+def lora(repeats: int = 5, tokens: int = 32, rank: int = 16, memory_only: bool = False) -> None:
+    import torch
     from peft import PeftModel
 
+    from slmkit.engine import lora_stack
     from slmkit.engine.torch_backend import TorchEngine, load_causal_lm
     from slmkit.references import resolve_hf
 
@@ -190,20 +196,28 @@ def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool =
         if "token" in file.name or file.suffix == ".jinja" or file.name == "generation_config.json":
             shutil.copy(file, merged_dir / file.name)
     plain = TorchEngine(base, threads=THREADS)
-    shared = TorchEngine(base, threads=THREADS, adapters=adapters)
+    shared = TorchEngine(base, threads=THREADS, adapters=adapters)  # stacks in lora_stack.STACK_DTYPE
+    other_dtype = {torch.float16: torch.bfloat16, torch.bfloat16: torch.float16}[lora_stack.STACK_DTYPE]
+    default_dtype, lora_stack.STACK_DTYPE = lora_stack.STACK_DTYPE, other_dtype
+    shared_other = TorchEngine(base, threads=THREADS, adapters=adapters)  # the other 16-bit type, for its speed
+    lora_stack.STACK_DTYPE = default_dtype
     merged = TorchEngine(merged_dir, threads=THREADS)
     views = [shared.adapter(name) for name in adapters]
+    other_views = [shared_other.adapter(name) for name in adapters]
     prompts = [f"Write a short story about a {thing}." for thing in
                ("dragon", "lighthouse", "robot", "river", "library", "comet", "garden", "violin")]
-    runs = {"one adapter (8 rows of adapter0)": [views[0]] * 8,
-            "4 adapters mixed (2 rows each)": [views[i % 4] for i in range(8)],
+    short = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+    runs = {f"one adapter (8 rows of adapter0), {short[default_dtype]} stacks": [views[0]] * 8,
+            f"4 adapters mixed (2 rows each), {short[default_dtype]} stacks": [views[i % 4] for i in range(8)],
+            f"4 adapters mixed (2 rows each), {short[other_dtype]} stacks": [other_views[i % 4] for i in range(8)],
             "adapter0 merged into its own model": [merged] * 8,
             "base alone (no adapters)": [plain] * 8}
     rates = {name: [] for name in runs}
     batch_tokens_per_s([views[0]] * 2, prompts[:2], 4)  # warm-up
-    for _ in range(repeats):  # interleaved, so load changes hit every row alike
-        for name, engines in runs.items():
-            rates[name].append(batch_tokens_per_s(engines, prompts, tokens))
+    names = list(runs)
+    for repeat in range(repeats):  # interleaved, each repeat starting one row later, so load changes hit every row alike
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            rates[name].append(batch_tokens_per_s(runs[name], prompts, tokens))
     lora_bytes = shared.memory_bytes - plain.memory_bytes
     print(f"\n### LoRA adapters on one base: SmolLM2-135M, 4 adapters r={rank} all-linear, batch of 8 x {tokens} greedy "
           f"tokens, {THREADS} threads, median of {repeats}\n")
@@ -212,19 +226,42 @@ def lora(repeats: int = 3, tokens: int = 32, rank: int = 16, memory_only: bool =
     print(f"| base + 4 adapters (shared) | {shared.memory_bytes / 1e6:.1f} | "
           f"{shared.memory_bytes / plain.memory_bytes:.3f} |")
     print(f"| 4 merged models (one per adapter) | {4 * plain.memory_bytes / 1e6:.1f} | 4.00 |")
-    print(f"\n(adapters: {lora_bytes / 1e6:.1f} MB in all)\n")
+    print(f"\n(adapters: {lora_bytes / 1e6:.1f} MB in all, {short[default_dtype]} stacks)\n")
     print("| batch of 8 | tokens/s | x one-adapter batch |\n|---|---|---|")
-    single = statistics.median(rates["one adapter (8 rows of adapter0)"])
+    single = statistics.median(next(iter(rates.values())))
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(values) / single:.2f} |")
     print(f"\nmixed-adapter decoding steps counted by the scheduler: {shared.scheduler.mixed_adapter_steps}")
-    for engine in (plain, shared, merged):
+    for engine in (plain, shared, shared_other, merged):
         engine.close()
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def quality(limit: int = 0) -> None:
-    """Field accuracy on the held-out invoices: routed, always-general, perfect routing."""
+def recommendation_references(data_dir: Path) -> list[list[str]]:
+    """Every MovieLens user's items in time order (the logs the recommender was trained on)."""
+    from slmkit.recommend.data import read_logs, user_sequences
+
+    return list(user_sequences(read_logs([data_dir / "ml-100k.inter"])).values())
+
+
+def next_item_hit(history: list[str], answer_items: list[str], sequences: list[list[str]]) -> tuple[float, int]:
+    """(share of the MovieLens users who watched every ``history`` item whose next item after the
+    last of them is among ``answer_items``, how many such users); (nan, 0) when there are none."""
+    hits, users = 0, 0
+    for sequence in sequences:
+        if history and all(item in sequence for item in history):
+            last = max(sequence.index(item) for item in history)
+            if last + 1 < len(sequence):
+                users += 1
+                hits += sequence[last + 1] in answer_items
+    return (hits / users if users else float("nan")), users
+
+
+def quality(limit: int = 0, data_dir: Path = DATA, details: Path | None = None) -> None:
+    """Each held-out prompt scored by its own route's metric when the router picks who answers,
+    when the general model answers everything, and with perfect routing."""
+    import concurrent.futures
+    import math
     import re
 
     sys.path.insert(0, str(ROOT / "examples" / "router"))
@@ -236,62 +273,117 @@ def quality(limit: int = 0) -> None:
     from slmkit.docs.synthetic import HELDOUT_LAYOUTS, make_documents
     from slmkit.engine import GenerationRequest, SamplingParams, load_engine
     from slmkit.generate import collect
+    from slmkit.kb.answer import answer_stream
+    from slmkit.kb.evaluate import keywords_present
+    from slmkit.recommend.predict import load_recommender, recommend
     from slmkit.router.model import load_router
     from slmkit.router.routes import read_routes
+    from slmkit.server.routing import named_items
 
-    prompts = [e.prompt for e in read_routes([HELDOUT]) if e.route == "docs:invoice"]
-    documents = make_documents(len(prompts), {"invoice": HELDOUT_LAYOUTS["invoice"]}, 1001)
-    texts = invoice_texts(HELDOUT_LAYOUTS["invoice"], len(prompts), seed=1001)
-    assert all(text in prompt for text, prompt in zip(texts, prompts, strict=True)), "heldout.jsonl changed"
-    if limit:
-        prompts, documents, texts = prompts[:limit], documents[:limit], texts[:limit]
-    router = load_router("bench-router") if Path(os.environ["SLM_HOME"], "routers", "bench-router").is_dir() else None
-    if router is None:
+    examples = read_routes([HELDOUT])
+    keywords = {json.loads(line)["prompt"]: json.loads(line)["answer_keywords"]
+                for line in (ROOT / "examples" / "router" / "heldout_answers.jsonl").read_text().splitlines()}
+    invoices = [e.prompt for e in examples if e.route == "docs:invoice"]
+    documents = dict(zip(invoices, make_documents(len(invoices), {"invoice": HELDOUT_LAYOUTS["invoice"]}, 1001),
+                         strict=True))
+    texts = dict(zip(invoices, invoice_texts(HELDOUT_LAYOUTS["invoice"], len(invoices), seed=1001), strict=True))
+    assert all(texts[prompt] in prompt for prompt in invoices), "heldout.jsonl changed"
+    if limit:  # the first `limit` prompts of each route
+        examples = [e for e in examples if [x.route for x in examples[:examples.index(e)]].count(e.route) < limit]
+    home = Path(os.environ["SLM_HOME"])
+    if not (home / "routers" / "bench-router").is_dir():
         from slmkit.router.train import train_router
 
         train_router([TRAIN], "bench-router")
-        router = load_router("bench-router", threads=THREADS)
-    schema = load_schema("invoice")
+    router = load_router("bench-router", threads=1)
     engine = load_engine("smollm2-135m", threads=THREADS)
+    movies = load_recommender("movies", threads=THREADS)
+    sequences = recommendation_references(data_dir)
+    schema = load_schema("invoice")
 
-    def score(values: dict, document) -> tuple[int, int]:
-        right = sum(same_value(f.kind, values.get(f.name), document.fields[f.name]) for f in schema.fields
-                    if f.name in document.fields)
-        return right, sum(f.name in document.fields for f in schema.fields)
+    def chat(prompt: str) -> str:
+        return collect(engine.stream(GenerationRequest(messages=[{"role": "user", "content": prompt}],
+                                                       max_new_tokens=256, sampling=SamplingParams(temperature=0)))).text
 
-    arms = {"perfect routing (every invoice to the extractor)": [0, 0], "always-general": [0, 0], "routed": [0, 0]}
-    routed_to = []
-    for prompt, text, document in zip(prompts, texts, documents, strict=True):
-        extracted = score(extract_pages([text], schema, engine)["values"], document)
-        answer = collect(engine.stream(GenerationRequest(messages=[{"role": "user", "content": prompt}],
-                                                         max_new_tokens=256, sampling=SamplingParams(temperature=0))))
-        match = re.search(r"\{.*\}", answer.text, re.S)  # a JSON object in the chat answer, if any
-        try:
-            general_values = json.loads(match.group(0)) if match else {}
-        except ValueError:
-            general_values = {}
-        general = score(general_values if isinstance(general_values, dict) else {}, document)
-        route = router.decide(prompt).route
-        routed_to.append(route)
-        for arm, (right, total) in zip(arms, (extracted, general, extracted if route == "docs:invoice" else general),
-                                       strict=True):
-            arms[arm][0] += right
-            arms[arm][1] += total
-    print(f"\n### Routed quality: {len(prompts)} held-out invoices (docs:invoice prompts), field accuracy, "
+    def answer(route: str, prompt: str) -> str:
+        """What the server answers when ``route`` answers ``prompt`` (server/routing.py, knowledge.py)."""
+        if route == "kb:pydoc":  # select mode: the first --model is not the kb specialist
+            reply = answer_stream("pydoc", [{"role": "user", "content": prompt}], engine, mode="select")
+            return "".join(chunk.text for chunk in reply.chunks)
+        if route == "docs:invoice":
+            return json.dumps(extract_pages([prompt], schema, engine)["values"])
+        if route == "recommend:movies":
+            result = recommend(movies, history=named_items(prompt, movies.catalogue), k=5)
+            return "\n".join(entry["title"] or entry["item"] for entry in result.items)
+        return chat(prompt)
+
+    def score(route: str, prompt: str, answered_by: str, text: str) -> float:
+        """The true ``route``'s metric of ``text`` (nan: not scored)."""
+        if route == "general":  # answered by the general model = 1, by any specialist = 0
+            return float(answered_by == "general")
+        if route == "kb:pydoc":
+            return float(keywords_present(text, keywords[prompt])) if prompt in keywords else float("nan")
+        if route == "docs:invoice":
+            match = re.search(r"\{.*\}", text, re.S)  # the JSON object in the answer, if any
+            try:
+                values = json.loads(match.group(0)) if match else {}
+            except ValueError:
+                values = {}
+            values = values if isinstance(values, dict) else {}
+            truth = documents[prompt].fields
+            fields = [f for f in schema.fields if f.name in truth]
+            return sum(same_value(f.kind, values.get(f.name), truth[f.name]) for f in fields) / len(fields)
+        history = named_items(prompt, movies.catalogue)
+        named = [item for item in named_items(text, movies.catalogue) if item not in history][:5]
+        return next_item_hit(history, named, sequences)[0]
+
+    decisions = {e.prompt: router.decide(e.prompt).route for e in examples}
+    jobs = {(e.route, e.prompt) for e in examples} | {("general", e.prompt) for e in examples} | {
+        (decisions[e.prompt], e.prompt) for e in examples}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # the engine batches concurrent requests
+        answers = dict(zip(jobs, pool.map(lambda job: answer(*job), jobs), strict=True))
+    arms = {"perfect routing": lambda e: e.route, "routed (`slm router`)": lambda e: decisions[e.prompt],
+            "always-general": lambda e: "general"}
+    scores = {arm: {} for arm in arms}
+    for e in examples:
+        for arm, who in arms.items():
+            scores[arm][e.prompt] = score(e.route, e.prompt, who(e), answers[(who(e), e.prompt)])
+    if details:  # every prompt: who answered in each arm, what, and its score
+        details.write_text("".join(json.dumps({
+            "prompt": e.prompt, "route": e.route, "routed_to": decisions[e.prompt],
+            "answers": {who: answers[(who, e.prompt)] for who in dict.fromkeys((e.route, "general", decisions[e.prompt]))},
+            "scores": {arm: scores[arm][e.prompt] for arm in arms}}) + "\n" for e in examples), encoding="utf-8")
+    routes = list(dict.fromkeys(e.route for e in examples))
+    metric = {"general": "answered by the general model", "kb:pydoc": "answer has the reference key terms",
+              "docs:invoice": "field accuracy", "recommend:movies": "next-item hit@5 (MovieLens users)"}
+    print(f"\n### Routed quality: {len(examples)} held-out prompts, each scored by its route's metric, "
           "SmolLM2-135M-Instruct\n")
-    print("| who answers | field accuracy | x perfect routing |\n|---|---|---|")
-    perfect = arms["perfect routing (every invoice to the extractor)"][0] / arms[
-        "perfect routing (every invoice to the extractor)"][1]
-    for arm, (right, total) in arms.items():
-        print(f"| {arm} | {right / total:.3f} | {right / total / perfect:.2f} |")
-    print(f"\nrouter sent {routed_to.count('docs:invoice')}/{len(prompts)} invoices to the extractor")
+    print("| route | metric | prompts scored | perfect routing | routed | always-general | routed x perfect "
+          "| always-general x perfect |\n|---|---|---|---|---|---|---|---|")
+    for route in [*routes, "overall (mean over prompts)"]:
+        chosen = [e for e in examples if route in (e.route, "overall (mean over prompts)")]
+        means = {arm: statistics.mean(v for e in chosen if not math.isnan(v := scores[arm][e.prompt]))
+                 for arm in arms}
+        counted = sum(not math.isnan(scores["perfect routing"][e.prompt]) for e in chosen)
+        perfect = means["perfect routing"]
+        print(f"| {route} | {metric.get(route, 'each route its own')} | {counted}/{len(chosen)} | {perfect:.3f} | "
+              f"{means['routed (`slm router`)']:.3f} | {means['always-general']:.3f} | "
+              f"{means['routed (`slm router`)'] / perfect:.2f} | {means['always-general'] / perfect:.2f} |")
+    wrong = [(e.route, decisions[e.prompt]) for e in examples if decisions[e.prompt] != e.route]
+    users = [next_item_hit(named_items(e.prompt, movies.catalogue), [], sequences)[1] for e in examples
+             if e.route == "recommend:movies"]
+    print(f"\nrouter decisions different from the label: {len(wrong)} {wrong[:5]}; MovieLens users behind each "
+          f"recommendation prompt: median {statistics.median(users) if users else 0}, min {min(users, default=0)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="routing,lora,quality", help="comma-separated sections: routing, lora, quality")
-    parser.add_argument("--limit", type=int, default=0, help="quality: score only the first N invoices (0 = all 25)")
+    parser.add_argument("--limit", type=int, default=0, help="quality: score only the first N prompts of each route (0 = all 25)")
+    parser.add_argument("--details", type=Path, help="quality: write every prompt's answers and scores to this JSONL")
+    parser.add_argument("--movielens", type=Path, default=DATA, help="quality: the MovieLens 100K folder (ml-100k.inter)")
     parser.add_argument("--lora-rank", type=int, default=16, help="lora: rank of the 4 adapters (slm finetune's default)")
+    parser.add_argument("--repeats", type=int, default=5, help="lora: timed runs of each batch (the median is shown)")
     parser.add_argument("--memory-only", action="store_true", help="lora: weights memory only, no throughput runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -303,12 +395,24 @@ def main() -> None:
     store = Path(os.environ.get("SLM_HOME") or Path.home() / ".slm")
     os.environ["SLM_HOME"] = home
     (Path(home) / "models").mkdir(parents=True)
-    for name in ("smollm2-135m", "smollm2-135m-f16"):  # the float import and its f16 GGUF, read in place
+    for name in ("smollm2-135m", "smollm2-135m-f16", "movies"):  # the models (and recommender), read in place
         if (store / "models" / name).is_dir():
             os.symlink(store / "models" / name, Path(home) / "models" / name)
+    if "quality" in args.only:
+        missing = [what for what, there in (("the recommender movies (slm recommend train ... --name movies)",
+                                            (store / "models" / "movies").is_dir()),
+                                           ("the knowledge base pydoc (make example-kb)",
+                                            (store / "kb" / "pydoc.sqlite").is_file()),
+                                           (f"MovieLens 100K in {args.movielens} (pass --movielens DIR)",
+                                            (args.movielens / "ml-100k.inter").is_file())) if not there]
+        if missing:
+            sys.exit(f"--only quality needs, in {store}: " + "; ".join(missing) + ". See docs/router.md.")
+        (Path(home) / "kb").mkdir()
+        shutil.copy(store / "kb" / "pydoc.sqlite", Path(home) / "kb" / "pydoc.sqlite")  # a copy: SQLite writes beside it
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)", file=sys.stderr)
-    sections = {"routing": routing, "lora": lambda: lora(rank=args.lora_rank, memory_only=args.memory_only),
-                "quality": lambda: quality(args.limit)}
+    sections = {"routing": routing,
+                "lora": lambda: lora(repeats=args.repeats, rank=args.lora_rank, memory_only=args.memory_only),
+                "quality": lambda: quality(args.limit, args.movielens, args.details)}
     for name in args.only.split(","):
         sections[name.strip()]()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1-minute, 2 cores)")

@@ -105,3 +105,30 @@ def test_closing_the_stream_cancels_and_frees_the_engine(tiny_engine):
     stream.close()
     result = generate(tiny_engine, "Hello", max_new_tokens=5)  # would deadlock if the lock were still held
     assert result.stats.completion_tokens == 5
+
+
+def test_memory_counts_tied_embeddings_once(tiny_model_dir, tmp_path):
+    """A model whose output layer is its input embedding (SmolLM2's shape) holds that matrix once;
+    state_dict() lists it under both names, and memory_bytes once counted it twice."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from slmkit.engine.torch_backend import TorchEngine
+
+    untied = TorchEngine(tiny_model_dir)
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.tie_word_embeddings = True
+    tied_dir = tmp_path / "tied"
+    LlamaForCausalLM(config).save_pretrained(tied_dir)
+    for file in tiny_model_dir.iterdir():
+        if "token" in file.name or file.name == "generation_config.json":
+            shutil.copy(file, tied_dir / file.name)
+    tied = TorchEngine(tied_dir)
+    assert tied.model.lm_head.weight is tied.model.model.embed_tokens.weight
+    embedding = tied.model.lm_head.weight.numel() * 4
+    # parameters() yields the shared matrix once; buffers() adds the rotary frequencies.
+    assert tied.memory_bytes == sum(t.numel() * t.element_size() for t in (*tied.model.parameters(), *tied.model.buffers()))
+    assert untied.memory_bytes - tied.memory_bytes == embedding  # the same model less its separate output layer
+    untied.close()
+    tied.close()

@@ -77,13 +77,15 @@ def test_mixed_adapter_batch_equals_each_merged_model_alone(tiny_model_dir, adap
 
 
 def test_adapters_cost_only_their_own_weights(tiny_model_dir, adapters):
+    from safetensors.torch import load_file
+
+    from slmkit.engine.lora_stack import STACK_DTYPE
     from slmkit.engine.torch_backend import TorchEngine
 
     base = TorchEngine(tiny_model_dir)
     shared = TorchEngine(tiny_model_dir, adapters=adapters)
-    from safetensors.torch import load_file
-
-    alpha = sum(t.numel() * 4 for t in load_file(adapters["alpha"] / "adapter_model.safetensors").values())
+    assert STACK_DTYPE.itemsize == 2  # the stacks are 16-bit: half of the float32 files
+    alpha = sum(t.numel() * STACK_DTYPE.itemsize for t in load_file(adapters["alpha"] / "adapter_model.safetensors").values())
     # Held once (peft's own copies are dropped); beta (r=2) is zero-padded to alpha's r=4 in the stacks.
     assert shared.memory_bytes == base.memory_bytes + len(adapters) * alpha
     assert shared.token_logprobs([5, 6, 7]) == pytest.approx(base.token_logprobs([5, 6, 7]), abs=1e-5)
@@ -152,3 +154,27 @@ def test_adapter_named_like_a_model_is_refused(tiny_model_dir, adapters):
     with pytest.raises(InvalidRequestError, match="already a model id"):
         ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[],
                                  adapters={tiny_model_dir.name: str(adapters["alpha"])}))
+
+
+def test_memory_budget_counts_the_adapters_before_loading(tiny_model_dir, adapters, monkeypatch):
+    """--max-memory makes room for the base and its adapters (16-bit stacks), not the base alone."""
+    import asyncio
+
+    from safetensors.torch import load_file
+
+    from slmkit.server.pool import ModelPool, _estimate_bytes
+    from slmkit.server.settings import ServerSettings
+
+    pool = ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[], max_memory_bytes=10**12,
+                                    adapters={name: str(path) for name, path in adapters.items()}))
+    asked = []
+    monkeypatch.setattr(pool, "_make_room", asked.append)
+
+    async def load():
+        (await pool.checkout("alpha")).release()
+
+    asyncio.run(load())
+    adapter_numbers = sum(t.numel() for path in adapters.values()
+                          for t in load_file(path / "adapter_model.safetensors").values())
+    assert asked == [_estimate_bytes(tiny_model_dir) + 2 * adapter_numbers]
+    pool.close()

@@ -144,3 +144,31 @@ def test_only_the_start_of_a_huge_prompt_is_read(router_home):
     huge = start * (2_000_000 // len(start))  # a 2 MB message is not tokenized whole
     assert router.decide(huge).confidence == pytest.approx(router.decide(huge[:ROUTING_CHARS]).confidence)
     assert router.probabilities([huge]).shape == (1, len(router.routes))
+
+
+def test_the_servers_router_counts_against_the_memory_budget(router_home, tiny_model_dir):
+    """The router's embedding model is held by the pool as resident: loading it makes room under
+    --max-memory (an idle model is unloaded), and it stays counted."""
+    import asyncio
+
+    from slmkit.server.metrics import ServerMetrics
+    from slmkit.server.pool import ModelPool, _estimate_bytes
+    from slmkit.server.routing import AUTO, AutoRouter, router_bytes
+    from slmkit.server.settings import ServerSettings
+
+    home, name = router_home
+    chat = _estimate_bytes(tiny_model_dir)
+    needed = router_bytes(name)
+    assert needed > 50_000_000  # minilm-l6's weights, not only the classifier
+    pool = ModelPool(ServerSettings(models=[str(tiny_model_dir)], embedding_models=[], max_memory_bytes=needed + chat // 2))
+
+    async def load_chat():
+        (await pool.checkout(tiny_model_dir.name)).release()
+
+    asyncio.run(load_chat())
+    assert list(pool.loaded) == [tiny_model_dir.name]
+    pool._handed_out.clear()  # past the eviction grace period
+    router = AutoRouter(name, ServerMetrics(pool), threads=1, pool=pool).router()
+    assert pool.resident == {AUTO: router} and router.memory_bytes > 50_000_000
+    assert list(pool.loaded) == []  # the idle chat model made room for the router
+    pool.close()

@@ -46,6 +46,17 @@ def load_causal_lm(path: Path):
     return model.eval()
 
 
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Bytes held by ``model``'s parameters and buffers, each storage counted once: tied weights
+    (SmolLM2's input embedding is its output layer) share one storage, which ``state_dict()``
+    lists under both names."""
+    storages = {}
+    for _, tensor in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 def end_of_turn_ids(model, tokenizer) -> set[int]:
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
@@ -188,7 +199,7 @@ class TorchEngine:
             self.model, self.adapter_stack = load_adapters(self.model, adapters)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = end_of_turn_ids(self.model, self.tokenizer)
-        self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        self.memory_bytes = weights_bytes(self.model)
         self.draft_model, self.draft_tokens = None, draft_tokens
         if draft:
             self.draft_model = load_draft_model(draft, self.model, self.tokenizer)

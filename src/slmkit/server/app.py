@@ -47,7 +47,7 @@ def create_app(settings: ServerSettings | None = None, on_fatal=None) -> FastAPI
     pool = ModelPool(settings)
     recommenders = recommendations.Recommenders(pool, settings.threads)
     metrics = ServerMetrics(pool)
-    auto_router = routing.AutoRouter(settings.router, metrics, settings.threads) if settings.router else None
+    auto_router = routing.AutoRouter(settings.router, metrics, settings.threads, pool) if settings.router else None
     state = {"ready": not (settings.preload and pool.chat_ids), "load_error": None}  # nothing to preload: ready
 
     @contextlib.asynccontextmanager

@@ -69,6 +69,7 @@ class ModelPool:
         self.chat_ids += self.adapter_ids
         self.embedding_ids = self._publish(settings.embedding_models)
         self.loaded: collections.OrderedDict[str, object] = collections.OrderedDict()  # LRU order
+        self.resident: dict[str, object] = {}  # kept for the server's life (the router): counted, never evicted
         self.in_flight: collections.Counter[str] = collections.Counter()
         self.created = int(time.time())
         self.reloading: set[str] = set()
@@ -165,9 +166,11 @@ class ModelPool:
 
         reference = self.references[model_id]
         try:
+            with_adapters = kind == "chat" and self.adapter_ids and model_id == self.chat_ids[0]
             if self.settings.max_memory_bytes:
-                self._make_room(_estimate_bytes(resolve(reference).path))
-            if kind == "chat" and self.adapter_ids and model_id == self.chat_ids[0]:
+                self._make_room(_estimate_bytes(resolve(reference).path) + (
+                    sum(_adapter_bytes(self.settings.adapters[name]) for name in self.adapter_ids) if with_adapters else 0))
+            if with_adapters:
                 from slmkit.engine.torch_backend import TorchEngine
                 from slmkit.references import resolve_hf
 
@@ -198,7 +201,7 @@ class ModelPool:
         budget, now = self.settings.max_memory_bytes, time.monotonic()
         victims = []
         with self._mutex:
-            used = sum(_memory(e) for e in self.loaded.values())
+            used = sum(_memory(e) for e in (*self.loaded.values(), *self.resident.values()))
             for model_id in list(self.loaded):
                 if used + needed <= budget:
                     break
@@ -234,6 +237,17 @@ class ModelPool:
             self.loaded[model_id] = entry
         if previous is not None and previous is not entry:
             _close_quietly(previous)
+        return entry
+
+    def add_resident(self, name: str, load: Callable[[], object], needed_bytes: int):
+        """Make room for ``needed_bytes`` under the memory budget, then ``load()`` something the
+        server keeps for its whole life (the router and its embedding model, server/routing.py):
+        its ``memory_bytes`` count against the budget and it is never evicted."""
+        if self.settings.max_memory_bytes:
+            self._make_room(needed_bytes)
+        entry = load()
+        with self._mutex:
+            self.resident[name] = entry
         return entry
 
     def acquire(self, model_id: str) -> None:
@@ -333,6 +347,28 @@ def _close_quietly(engine) -> None:
 
 def _memory(engine) -> int:
     return int(getattr(engine, "memory_bytes", 0) or 0)
+
+
+def _adapter_bytes(reference: str) -> int:
+    """Memory a LoRA adapter will take on its base: its weights in the stacks' 16-bit type
+    (engine/lora_stack.py), read from the safetensors header."""
+    from safetensors import safe_open
+
+    from slmkit.engine.torch_backend import adapter_directory
+
+    try:
+        with safe_open(str(adapter_directory(reference) / "adapter_model.safetensors"), framework="pt") as weights:
+            numbers = sum(_product(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+    except (OSError, SlmError, ValueError):
+        return 0  # the load itself reports the problem
+    return numbers * 2
+
+
+def _product(shape) -> int:
+    result = 1
+    for size in shape:
+        result *= int(size)
+    return result
 
 
 def _estimate_bytes(path: Path) -> int:

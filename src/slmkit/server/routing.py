@@ -34,8 +34,8 @@ HEADER = "x-slm-route"
 class AutoRouter:
     """The server's router, loaded on first use (in a worker thread) and kept."""
 
-    def __init__(self, reference: str, metrics, threads: int | None = None):
-        self.reference, self.threads = reference, threads
+    def __init__(self, reference: str, metrics, threads: int | None = None, pool=None):
+        self.reference, self.threads, self.pool = reference, threads, pool
         self._router = None
         self._lock = threading.Lock()
         self.decisions = Counter("slm_router_decisions", "Requests with model=auto by the specialist chosen",
@@ -46,7 +46,9 @@ class AutoRouter:
 
         with self._lock:
             if self._router is None:
-                self._router = load_router(self.reference, threads=self.threads)
+                load = functools.partial(load_router, self.reference, threads=self.threads)
+                # Held by the pool as resident: its embedding model counts against --max-memory.
+                self._router = self.pool.add_resident(AUTO, load, router_bytes(self.reference)) if self.pool else load()
             return self._router
 
     async def decide(self, body):
@@ -54,6 +56,17 @@ class AutoRouter:
         decision = await anyio.to_thread.run_sync(lambda: self.router().decide(text))
         self.decisions.labels(decision.route, str(decision.fell_back).lower()).inc()
         return decision
+
+
+def router_bytes(reference: str) -> int:
+    """Memory router ``reference`` will take: its embedding model's weights and its classifier."""
+    from slmkit.references import resolve_hf
+    from slmkit.router.model import CONFIG_FILE, router_path
+    from slmkit.server.pool import _estimate_bytes
+
+    path = router_path(reference)
+    embedding_model = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("embedding_model", "minilm-l6")
+    return _estimate_bytes(resolve_hf(embedding_model).path) + sum(p.stat().st_size for p in path.glob("*.safetensors"))
 
 
 def last_user_text(body) -> str:
