@@ -1,4 +1,4 @@
-"""`slm docs extract|classify|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
+"""`slm docs extract|classify|summarize|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
 
 from __future__ import annotations
 
@@ -104,6 +104,42 @@ def docs_classify(files: Files, model: ExtractModel = "smollm2-135m") -> None:
             err.print(f"[yellow]skipped[/yellow] {file.name}: {exc.message}", highlight=False)
     if failed:
         sys.exit(1)
+
+
+@docs_app.command("summarize")
+def docs_summarize(file: Annotated[Path, typer.Argument(help="A PDF (or .txt/.md) document, any length.")],
+                   schema: SchemaOption = None, model: ExtractModel = "smollm2-135m",
+                   gists: Annotated[int, typer.Option(help="Section gists in a long document's summary.")] = 3,
+                   json_output: JsonFlag = False) -> None:
+    """A short summary: the parties and key facts (copied by the extractor, checked in the document)
+    and the subject (a sentence chosen from the document); long documents section by section.
+
+    Example: [bold]slm docs summarize contract.pdf -m docs-extractor[/bold]
+    """
+    quiet_libraries()
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.docs.summarize import summarize_pages
+    from slmkit.embeddings import load_embedding_model
+
+    pages = read_pages(file)
+    engine = load_with_progress(model)
+    embedder = load_embedding_model("minilm-l6")
+    with _progress_bar() as progress:
+        task = progress.add_task("Sections", total=None)
+        result = summarize_pages(pages, engine, embedder, load_schema(schema) if schema else None, max_gists=gists,
+                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if json_output:
+        print(json.dumps({"file": file.name, "pages": len(pages), **result}, ensure_ascii=False))
+        return
+    out.print(result["summary"], highlight=False)
+    for party in result["parties"]:
+        source = party["source"]
+        out.print(f"  {party['field']}: {party['name']}" + (f" (page {source['page']})" if source else ""), highlight=False)
+    if result["section_count"] > 1:
+        out.print(f"  {result['section_count']} sections; gists of the {len(result['sections'])} closest to the whole:")
+        for section in result["sections"]:
+            out.print(f"  p.{section['page']} {section['title']}: {section['gist']}", highlight=False)
 
 
 @docs_app.command("organize")

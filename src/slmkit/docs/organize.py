@@ -22,6 +22,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from slmkit.docs.summarize import headline
 from slmkit.errors import InvalidRequestError, SlmError
 
 SUFFIXES = (".pdf", ".txt", ".md")
@@ -33,38 +34,6 @@ class OrganizeReport:
     skipped: list[str]  # already indexed with the same content
     errors: dict[str, str]  # document → why it could not be read (indexed with its error)
     index: Path
-
-
-# Per kind: the pieces of the summary, each shown when its fields were found ({money:FIELD} is an
-# amount with the document's currency).
-SUMMARY_PARTS = {
-    "invoice": ["Invoice {invoice_number}", "from {vendor_name}", "to {customer_name}", "dated {invoice_date}",
-                "for {money:total_amount}", "due {due_date}"],
-    "contract": ["Contract between {provider_name}", "and {client_name}", "from {effective_date}", "to {end_date}",
-                 "worth {money:contract_value}", "under the law of {governing_law}"],
-    "ticket": ["{priority} ticket {ticket_id}", "from {customer_name}", "about {product}", "opened {opened_date}",
-               "- {subject}"],
-}
-
-
-def summarize(kind: str, values: dict) -> str:
-    """One sentence naming who, what and how much, from the extracted fields (no generation)."""
-    import re
-
-    found = {k: v for k, v in values.items() if v is not None}
-    pieces = []
-    for part in SUMMARY_PARTS.get(kind, [f"{kind.capitalize()}:", *(f"{k} {{{k}}}" for k in found)]):
-        names = re.findall(r"\{(?:money:)?(\w+)\}", part)
-        if not names or not all(n in found for n in names):
-            if part == SUMMARY_PARTS.get(kind, [None])[0]:
-                pieces.append(kind.capitalize())
-            continue
-        for name in names:
-            value = found[name]
-            text = f"{value:,.2f} {found.get('currency', '')}".strip() if f"{{money:{name}}}" in part else str(value)
-            part = part.replace(f"{{money:{name}}}", text).replace(f"{{{name}}}", text)
-        pieces.append(part)
-    return " ".join(pieces) + "."
 
 
 def file_sha256(path: Path) -> str:
@@ -121,7 +90,7 @@ def organize(inbox: str | Path, out: str | Path, process: Callable[[list[str]], 
             try:
                 result = process(read_pages(file))
                 entry.update(kind=result["kind"], kind_confidence=result.get("kind_confidence"),
-                             values=result["values"], summary=summarize(result["kind"], result["values"]))
+                             values=result["values"], summary=headline(result["kind"], result["values"]))
                 if copy:
                     (out / result["kind"]).mkdir(exist_ok=True)
                     shutil.copy2(file, out / result["kind"] / file.name)
