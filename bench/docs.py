@@ -166,6 +166,23 @@ def summary_rows(gold: Path, limit: int | None, model: str) -> dict:
                            "seconds": seconds.get(row, 0.0) / len(items)} for row in scores}}
 
 
+def subject_choice(gold: Path, limit: int | None) -> dict:
+    """Subject words present in the chosen subject sentence alone (no model): the most central
+    sentence vs the document's stated subject first — how the subject rule was chosen, on ``dev``."""
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.summarize import combine, coverage, gists, split_sections, stated_subject
+    from slmkit.embeddings import load_embedding_model
+
+    embedder, scores = load_embedding_model("minilm-l6"), {"central": [], "stated-first": []}
+    for item in read_gold(gold)[:limit]:
+        pages = read_pages(item["path"])
+        central = combine(gists(split_sections(pages), embedder))[0]
+        for rule, subject in (("central", central), ("stated-first", stated_subject(pages) or central)):
+            scores[rule].append(coverage(subject, [], item["subject"])["subject"])
+    return {rule: statistics.mean(values) for rule, values in scores.items()}
+
+
 def print_summary_table(result: dict) -> None:
     labels = {"lead": "lead baseline (first words, same length)", "free": f"{result['model']} writes it (peer)",
               "slmkit": f"slm docs summarize ({result['model']} extraction + chosen sentences)"}
@@ -212,6 +229,7 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="also measure the constrained decoding cost")
     parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
     parser.add_argument("--summaries", action="store_true", help="only score summaries (slm docs summarize vs peers)")
+    parser.add_argument("--subjects", action="store_true", help="only compare subject rules (no model; use on dev)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
@@ -223,6 +241,10 @@ def main() -> None:
     if args.mask_cost:
         cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
         print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
+    if args.subjects:
+        for rule, value in subject_choice(gold, args.limit).items():
+            print(f"{rule}: subject words present {value:.3f}")
         return
     if args.summaries:
         store = args.data / f"summaries-{args.split}-{args.limit or 'all'}.json"

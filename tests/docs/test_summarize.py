@@ -111,3 +111,11 @@ def test_cli_summarize_prints_json(docs_model_dir, synthetic_pdfs):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["file"] == path.name and record["kind"] == "contract" and record["summary"].startswith("Contract")
+
+
+def test_a_stated_subject_comes_first():
+    from slmkit.docs.summarize import stated_subject
+
+    assert stated_subject(["From: Anna\nSubject: [T-1] Printer not detected\nHello"]) == "[T-1] Printer not detected"
+    assert stated_subject(["SERVICE AGREEMENT\nAgreement no. 7\nThis agreement is signed today."]) == "SERVICE AGREEMENT"
+    assert stated_subject(["Total   $10.00\nThe client pays on time."]) is None
