@@ -89,7 +89,8 @@ def _upload(live, model_id, content=None, key=KEY, **options):
     headers = {"Authorization": f"Bearer {key}", **options.pop("headers", {})}
     files = {"file": ("doc.pdf", _pdf_bytes() if content is None else content, "application/pdf")}
     return httpx.post(live.url + "/v1/documents/extract", headers=headers, timeout=120,
-                      files=options.pop("files", files), data=options.pop("data", {"model": model_id, "schema": json.dumps(SCHEMA)}))
+                      files=options.pop("files", files),
+                      data=options.pop("data", {"model": model_id, "schema": json.dumps(SCHEMA)}))
 
 
 def test_multipart_is_guarded_like_json(guarded, model_id):

@@ -148,7 +148,9 @@ def _on_ray(paths: list[str], extractor: Extractor, address: str, workers: int) 
     try:
         from ray.data import ActorPoolStrategy, DataContext
 
-        DataContext.get_current().execution_options.preserve_order = True
+        context = DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False  # the CLI shows its own
         dataset = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
         dataset = dataset.map(RayWorker, fn_constructor_kwargs={"extractor": extractor}, num_cpus=1,
                               compute=ActorPoolStrategy(size=workers))
