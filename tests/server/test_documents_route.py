@@ -75,13 +75,15 @@ def test_multipart_pdf_upload_gives_values_valid_against_the_schema(server, mode
 
 
 @pytest.fixture(scope="module")
-def guarded(tiny_model_dir):
-    """A server with a key, a 64 KB body limit and a queue of one."""
+def guarded(long_tiny_model_dir):
+    """A server with a key, a 64 KB body limit and a queue of one, on the 4096-context tiny model
+    (streams long enough to hold the queue while an upload is read)."""
     from slmkit.server.settings import ServerSettings
 
-    settings = ServerSettings(models=[str(tiny_model_dir)], embedding_models=[], api_keys=[KEY],
-                              max_body_bytes=64 * 1024, max_batch_size=1, max_queue=1)
+    settings = ServerSettings(models=[str(long_tiny_model_dir)], embedding_models=[], api_keys=[KEY],
+                              max_body_bytes=64 * 1024, max_batch_size=1, max_queue=1, max_tokens_limit=4096)
     with LiveServer(settings) as live:
+        live.model_id = long_tiny_model_dir.name
         yield live
 
 
@@ -93,7 +95,8 @@ def _upload(live, model_id, content=None, key=KEY, **options):
                       data=options.pop("data", {"model": model_id, "schema": json.dumps(SCHEMA)}))
 
 
-def test_multipart_is_guarded_like_json(guarded, model_id):
+def test_multipart_is_guarded_like_json(guarded):
+    model_id = guarded.model_id
     assert _upload(guarded, model_id).status_code == 200
     assert _upload(guarded, model_id, key="wrong").status_code == 401
     assert _upload(guarded, model_id, headers={"Host": "evil.example"}).status_code == 403
@@ -111,7 +114,8 @@ def test_multipart_is_guarded_like_json(guarded, model_id):
     ({"data": {"model": "M", "schema": "{not json"}}, "schema"),
     ({"content": b"%PDF-1.4 broken"}, None),
 ])
-def test_bad_uploads_are_400_naming_the_part(guarded, model_id, options, param):
+def test_bad_uploads_are_400_naming_the_part(guarded, options, param):
+    model_id = guarded.model_id
     if "data" in options and options["data"].get("model") == "M":
         options["data"]["model"] = model_id
     if "files" in options:
@@ -124,14 +128,16 @@ def test_bad_uploads_are_400_naming_the_part(guarded, model_id, options, param):
         assert "not a PDF" in error["message"]
 
 
-def test_form_urlencoded_is_refused(guarded, model_id):
+def test_form_urlencoded_is_refused(guarded):
+    model_id = guarded.model_id
     response = httpx.post(guarded.url + "/v1/documents/extract", headers={"Authorization": f"Bearer {KEY}"},
                           data={"model": model_id, "text": "Invoice 1"})
     assert response.status_code == 415 and "multipart/form-data" in response.json()["error"]["message"]
 
 
-def test_a_full_queue_answers_429_to_an_upload(guarded, model_id):
-    body = {"model": model_id, "messages": [{"role": "user", "content": "x"}], "max_tokens": 450, "stream": True,
+def test_a_full_queue_answers_429_to_an_upload(guarded):
+    model_id = guarded.model_id
+    body = {"model": model_id, "messages": [{"role": "user", "content": "x"}], "max_tokens": 4000, "stream": True,
             "temperature": 0}
     headers = {"Authorization": f"Bearer {KEY}"}
     streams = [httpx.stream("POST", guarded.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
