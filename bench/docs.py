@@ -16,8 +16,15 @@ Second table (``--speed``): the cost of constrained decoding. The same model and
 the same number of tokens with and without a JSON-schema mask, alternating; medians of decode
 tokens/s.
 
+Third table (``--summaries``): ``slm docs summarize`` against its peers on the same documents,
+scored by :func:`slmkit.docs.summarize.coverage` against the generator's gold parties and subject
+(share of party names and subject words the summary contains): ``lead`` (the document's first
+words, as many as slmkit's summary has: the naive baseline), ``free`` (the model asked to write
+the summary itself, greedy, no constraint: the untuned peer) and ``slmkit`` (extraction + chosen
+sentences).
+
 Usage: python bench/docs.py [--data build/example-docs/data] [--split heldout] [--limit 12]
-                            [--rows regex,base,base-constrained,tuned] [--speed]
+                            [--rows regex,base,base-constrained,tuned] [--speed] [--summaries]
 (SLM_HOME defaults to build/example-docs/home, where make example-docs puts the specialist.)
 """
 
@@ -117,6 +124,75 @@ def mask_cost(model: str, gold: Path, rounds: int) -> dict:
     return {"ms_per_token": statistics.median(timings), "answers": len(timings)}
 
 
+FREE_PROMPT = ("Summarize this document in one or two sentences. Name the parties (who sent it, who it is for) "
+               "and say what it is about.")
+
+
+def summary_rows(gold: Path, limit: int | None, model: str) -> dict:
+    """Per row: mean party and subject coverage and words, over the gold documents that give a
+    ``subject`` (written by examples/docs/build_data.py)."""
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.summarize import coverage, lead_summary, summarize_pages
+    from slmkit.embeddings import load_embedding_model
+    from slmkit.engine import GenerationRequest, load_engine
+    from slmkit.generate import collect
+
+    items = [item for item in read_gold(gold)[:limit] if "subject" in item]
+    if not items:
+        raise SystemExit(f"{gold} has no subjects: rebuild it with examples/docs/build_data.py")
+    engine, embedder = load_engine(model, threads=2), load_embedding_model("minilm-l6")
+    scores, examples, seconds = {"lead": [], "free": [], "slmkit": []}, [], {"free": 0.0, "slmkit": 0.0}
+    for item in items:
+        pages = read_pages(item["path"])
+        started = time.perf_counter()
+        ours = summarize_pages(pages, engine, embedder)["summary"]
+        seconds["slmkit"] += time.perf_counter() - started
+        started = time.perf_counter()
+        document = "\n\n".join(pages)[:6000]
+        free = collect(engine.stream(GenerationRequest(
+            messages=[{"role": "user", "content": f'{FREE_PROMPT}\n\nDocument:\n"""\n{document}\n"""'}],
+            max_new_tokens=80))).text.strip()
+        seconds["free"] += time.perf_counter() - started
+        lead = lead_summary(pages, len(ours.split()))
+        for row, text in (("lead", lead), ("free", free), ("slmkit", ours)):
+            scores[row].append(coverage(text, item["parties"], item["subject"]))
+        examples.append({"file": item["file"], "slmkit": ours, "free": free, "lead": lead})
+        print(f"{item['file']}: {ours}", flush=True)
+    engine.close()
+    mean = lambda row, key: statistics.mean(s[key] for s in scores[row])  # noqa: E731
+    return {"documents": len(items), "model": model, "examples": examples,
+            "rows": {row: {"parties": mean(row, "parties"), "subject": mean(row, "subject"), "words": mean(row, "words"),
+                           "seconds": seconds.get(row, 0.0) / len(items)} for row in scores}}
+
+
+def subject_choice(gold: Path, limit: int | None) -> dict:
+    """Subject words present in the chosen subject sentence alone (no model): the most central
+    sentence vs the document's stated subject first — how the subject rule was chosen, on ``dev``."""
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.summarize import combine, coverage, gists, split_sections, stated_subject
+    from slmkit.embeddings import load_embedding_model
+
+    embedder, scores = load_embedding_model("minilm-l6"), {"central": [], "stated-first": []}
+    for item in read_gold(gold)[:limit]:
+        pages = read_pages(item["path"])
+        central = combine(gists(split_sections(pages), embedder))[0]
+        for rule, subject in (("central", central), ("stated-first", stated_subject(pages) or central)):
+            scores[rule].append(coverage(subject, [], item["subject"])["subject"])
+    return {rule: statistics.mean(values) for rule, values in scores.items()}
+
+
+def print_summary_table(result: dict) -> None:
+    labels = {"lead": "lead baseline (first words, same length)", "free": f"{result['model']} writes it (peer)",
+              "slmkit": f"slm docs summarize ({result['model']} extraction + chosen sentences)"}
+    print(f"\nSummaries ({result['documents']} documents):\n")
+    print("| summary | party names present | subject words present | words | s/document |\n|---|---:|---:|---:|---:|")
+    for row, r in result["rows"].items():
+        seconds = f"{r['seconds']:.1f}" if r["seconds"] else "–"
+        print(f"| {labels[row]} | {r['parties']:.3f} | {r['subject']:.3f} | {r['words']:.1f} | {seconds} |")
+
+
 def print_tables(results: dict, base: str, tuned: str) -> None:
     rows = [(row_label(row, base, tuned), results[row]) for row in ROWS if row in results]
     print("| extractor | field accuracy | invoice | contract | ticket | kind accuracy | model answer schema-valid "
@@ -152,6 +228,8 @@ def main() -> None:
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--speed", action="store_true", help="also measure the constrained decoding cost")
     parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
+    parser.add_argument("--summaries", action="store_true", help="only score summaries (slm docs summarize vs peers)")
+    parser.add_argument("--subjects", action="store_true", help="only compare subject rules (no model; use on dev)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
@@ -163,6 +241,16 @@ def main() -> None:
     if args.mask_cost:
         cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
         print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
+    if args.subjects:
+        for rule, value in subject_choice(gold, args.limit).items():
+            print(f"{rule}: subject words present {value:.3f}")
+        return
+    if args.summaries:
+        store = args.data / f"summaries-{args.split}-{args.limit or 'all'}.json"
+        if not store.exists():
+            store.write_text(json.dumps(summary_rows(gold, args.limit, args.base), indent=1))
+        print_summary_table(json.loads(store.read_text()))
         return
     store = args.data / f"bench-{args.split}-{args.limit or 'all'}.json"
     results = json.loads(store.read_text()) if store.exists() else {}

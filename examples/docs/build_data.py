@@ -35,7 +35,8 @@ def write_split(out: Path, split: str, count: int, chat: bool) -> None:
     for index, document in enumerate(make_documents(count, layouts, SEEDS[split])):
         name = f"{split}-{index:04d}-{document.kind}-{document.layout}.pdf"
         write_pdf(document, folder / name)
-        gold.append({"file": name, "kind": document.kind, "layout": document.layout, "fields": document.fields})
+        gold.append({"file": name, "kind": document.kind, "layout": document.layout, "fields": document.fields,
+                     "parties": document.parties, "subject": document.subject})
         if chat:
             schema = load_schema(document.kind)
             pages = read_pages(folder / name, isolated=False)  # our own PDFs: no need for the isolated reader

@@ -45,10 +45,17 @@ class RemoteEngine:
         import httpx
 
         request.validate()
+        if request.json_schema is not None and request.messages is None:
+            raise InvalidRequestError("A JSON schema needs chat messages: the server's /v1/completions takes no "
+                                      "response_format. Send messages instead of a prompt.", param="json_schema")
         body = {"model": self.model_name, "stream": True, "stream_options": {"include_usage": True},
                 "max_tokens": request.max_new_tokens, "stop": request.stop or None,
                 "temperature": request.sampling.temperature, "top_p": request.sampling.top_p,
                 "seed": request.sampling.seed}
+        if request.json_schema is not None:
+            # OpenAI's structured-output field; the server compiles it into the same grammar mask.
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": request.json_schema}}
         if request.messages is not None:
             body["messages"], path = request.messages, "/chat/completions"
         else:

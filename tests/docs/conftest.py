@@ -32,3 +32,11 @@ def docs_engine(docs_model_dir):
     engine = TorchEngine(docs_model_dir)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The bundled sentence embedder (real, small: summaries choose sentences with it)."""
+    from slmkit.embeddings import load_embedding_model
+
+    return load_embedding_model("minilm-l6")

@@ -9,7 +9,8 @@ import shutil
 from typer.testing import CliRunner
 
 from slmkit.cli import app
-from slmkit.docs.organize import organize, summarize
+from slmkit.docs.organize import organize
+from slmkit.docs.summarize import headline as summarize
 
 
 def _tree_hashes(folder):

@@ -57,3 +57,25 @@ def test_bad_response_format_is_400_and_the_server_goes_on(server, model_id, res
                     json={**body, "max_tokens": 200, "temperature": 0, "response_format": JSON_SCHEMA})
     assert ok.status_code == 200
     jsonschema.validate(json.loads(ok.json()["choices"][0]["message"]["content"]), SCHEMA)
+
+
+def test_remote_engine_forwards_json_schema(server, model_id):
+    """`slm chat --url` and other RemoteEngine callers get the same constraint as local engines
+    (without forwarding, the tiny random model's text never parses)."""
+    from slmkit.client import RemoteEngine
+    from slmkit.engine import GenerationRequest, SamplingParams
+    from slmkit.errors import InvalidRequestError
+    from slmkit.generate import collect
+
+    engine = RemoteEngine(server.url, model=model_id)
+    try:
+        for seed in (1, 2, 3):
+            request = GenerationRequest(messages=MESSAGES, max_new_tokens=200, json_schema=SCHEMA,
+                                        sampling=SamplingParams(temperature=1.3, seed=seed))
+            result = collect(engine.stream(request))
+            assert result.finish_reason == "stop"
+            jsonschema.validate(json.loads(result.text), SCHEMA)
+        with pytest.raises(InvalidRequestError, match="needs chat messages"):
+            list(engine.stream(GenerationRequest(prompt="x", json_schema=SCHEMA)))
+    finally:
+        engine.close()

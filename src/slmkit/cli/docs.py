@@ -1,4 +1,4 @@
-"""`slm docs extract|classify|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
+"""`slm docs extract|classify|summarize|organize|eval`: fields out of PDFs into JSON, on your own CPU."""
 
 from __future__ import annotations
 
@@ -25,57 +25,38 @@ def register(app: typer.Typer) -> None:
     app.add_typer(docs_app, name="docs")
 
 
-def _extractor(model: str, schema_name: str | None, constrained: bool = True, confidence: bool = True):
-    """A function pages → result, with the engine and schemas loaded once."""
-    from slmkit.docs.classify import classify_pages
-    from slmkit.docs.extract import extract_pages
-    from slmkit.docs.schemas import load_schema
-
-    engine = load_with_progress(model)
-    fixed = load_schema(schema_name) if schema_name else None
-
-    def run(pages: list[str], schema=None) -> dict:
-        kind = None
-        if schema is None and fixed is None:
-            kind = classify_pages(pages, engine)
-            schema = load_schema(kind["kind"])
-        schema = schema or fixed
-        result = extract_pages(pages, schema, engine, constrained=constrained, with_confidence=confidence)
-        return {"kind": schema.name, **({"kind_confidence": kind["confidence"]} if kind else {}), **result}
-
-    return run
+Workers = Annotated[int, typer.Option("--workers", "-w", help="Local worker processes, each loading the model once "
+                                                          "(output identical to one process).")]
+RayAddress = Annotated[str | None, typer.Option("--ray", help="Run on Ray Data: a cluster address, 'auto' (the running "
+                                                              "cluster, else a local one) or 'local' (a private Ray "
+                                                              "on this machine with --workers CPUs).")]
 
 
 @docs_app.command("extract")
 def docs_extract(files: Files, schema: SchemaOption = None, model: ExtractModel = "smollm2-135m",
                  output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSONL here "
                                                                                    "(default: standard output).")] = None,
-                 answer: Annotated[bool, typer.Option(help="Keep the model's raw answer in each result.")] = False) -> None:
+                 answer: Annotated[bool, typer.Option(help="Keep the model's raw answer in each result.")] = False,
+                 workers: Workers = 1, ray: RayAddress = None) -> None:
     """One JSON object per document: each field's value (ISO dates, numbers, ISO 4217 codes, null when
     the document does not give it), confidence and source (page and character span).
 
     Example: [bold]slm docs extract invoice.pdf --schema invoice[/bold]
     """
     quiet_libraries()
-    import time
+    from slmkit.docs.batch import Extractor, run_documents
 
-    from slmkit.docs.pdf import read_pages
-    from slmkit.errors import SlmError
-
-    run = _extractor(model, schema)
     lines, failed = [], 0
-    for file in files:
-        started = time.perf_counter()
-        try:
-            pages = read_pages(file)
-            result = run(pages)
-        except SlmError as exc:
+    results = run_documents(files, Extractor(model, schema), workers=workers, ray=ray, load_engine=load_with_progress)
+    for file, done in zip(files, results, strict=True):
+        if "error" in done:
             failed += 1
-            err.print(f"[yellow]skipped[/yellow] {file.name}: {exc.message}", highlight=False)
+            err.print(f"[yellow]skipped[/yellow] {file.name}: {done['error']}", highlight=False)
             continue
+        result = done["result"]
         if not answer:
             result.pop("answer", None)
-        record = {"file": file.name, **result, "pages": len(pages), "seconds": round(time.perf_counter() - started, 3)}
+        record = {"file": file.name, **result, "pages": done["pages"], "seconds": done["seconds"]}
         lines.append(json.dumps(record, ensure_ascii=False))
         if output is None:
             print(lines[-1], flush=True)
@@ -106,24 +87,65 @@ def docs_classify(files: Files, model: ExtractModel = "smollm2-135m") -> None:
         sys.exit(1)
 
 
+@docs_app.command("summarize")
+def docs_summarize(file: Annotated[Path, typer.Argument(help="A PDF (or .txt/.md) document, any length.")],
+                   schema: SchemaOption = None, model: ExtractModel = "smollm2-135m",
+                   gists: Annotated[int, typer.Option(help="Section gists in a long document's summary.")] = 3,
+                   json_output: JsonFlag = False) -> None:
+    """A short summary: the parties and key facts (copied by the extractor, checked in the document)
+    and the subject (a sentence chosen from the document); long documents section by section.
+
+    Example: [bold]slm docs summarize contract.pdf -m docs-extractor[/bold]
+    """
+    quiet_libraries()
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.docs.summarize import summarize_pages
+    from slmkit.embeddings import load_embedding_model
+
+    pages = read_pages(file)
+    engine = load_with_progress(model)
+    embedder = load_embedding_model("minilm-l6")
+    with _progress_bar() as progress:
+        task = progress.add_task("Sections", total=None)
+        result = summarize_pages(pages, engine, embedder, load_schema(schema) if schema else None, max_gists=gists,
+                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if json_output:
+        print(json.dumps({"file": file.name, "pages": len(pages), **result}, ensure_ascii=False))
+        return
+    out.print(result["summary"], highlight=False)
+    for party in result["parties"]:
+        source = party["source"]
+        out.print(f"  {party['field']}: {party['name']}" + (f" (page {source['page']})" if source else ""), highlight=False)
+    if result["section_count"] > 1:
+        out.print(f"  {result['section_count']} sections; gists of the {len(result['sections'])} closest to the whole:")
+        for section in result["sections"]:
+            out.print(f"  p.{section['page']} {section['title']}: {section['gist']}", highlight=False)
+
+
 @docs_app.command("organize")
 def docs_organize(inbox: Annotated[Path, typer.Argument(help="Folder of documents (read only, never changed).")],
                   output: Annotated[Path, typer.Argument(help="Folder for index.jsonl, index.csv and one folder per kind.")],
                   model: ExtractModel = "smollm2-135m",
-                  copy: Annotated[bool, typer.Option(help="Copy each document into OUT/<kind>/.")] = True) -> None:
+                  copy: Annotated[bool, typer.Option(help="Copy each document into OUT/<kind>/.")] = True,
+                  workers: Workers = 1, ray: RayAddress = None) -> None:
     """Classify every document of INBOX, extract its fields and a one-line summary into OUT/index.jsonl
     and index.csv; re-running skips documents already indexed unchanged (also after a crash).
 
-    Example: [bold]slm docs organize ./inbox ./sorted -m docs-extractor[/bold]
+    Example: [bold]slm docs organize ./inbox ./sorted -m docs-extractor --workers 2[/bold]
     """
     quiet_libraries()
+    from slmkit.docs.batch import Extractor
     from slmkit.docs.organize import organize
 
-    run = _extractor(model, None, confidence=False)
+    extractor = Extractor(model, None, confidence=False)
+    if workers == 1 and not ray:  # load here, before the documents' progress bar (one live display at a time)
+        extractor = extractor.load(load_with_progress)
     with _progress_bar() as progress:
         task = progress.add_task("Documents", total=None)
-        report = organize(inbox, output, run, copy=copy, progress=lambda name, done, total: progress.update(
-            task, description=(name or "done")[:50], completed=done, total=total))
+        report = organize(inbox, output, extractor, copy=copy, workers=workers, ray=ray,
+                          progress=lambda name, done, total: progress.update(
+                              task, description=(name or "done")[:50], completed=done, total=total))
     out.print(f"{len(report.done)} indexed, {len(report.skipped)} unchanged, {len(report.errors)} failed → {report.index}")
     for name, message in report.errors.items():
         err.print(f"[yellow]failed[/yellow] {name}: {message}", highlight=False)

@@ -6,6 +6,9 @@
   checks it is document text, normalizes it, finds its source and confidence
 - :mod:`slmkit.docs.normalize` — dates (dateparser), amounts (price-parser), currencies (babel)
 - :mod:`slmkit.docs.classify` — the kind of a document
+- :mod:`slmkit.docs.summarize` — parties from the extraction, subject and section gists chosen from the document
+- :mod:`slmkit.docs.batch` — many documents in one process, local worker processes or Ray, results in order
+- :mod:`slmkit.docs.organize` — ``slm docs organize``: a resumable index of a folder
 - :mod:`slmkit.docs.evaluate` — ``slm docs eval``: field and kind accuracy on a gold file
 - :mod:`slmkit.docs.synthetic` — generated documents with known answers, to train and score on
 """

@@ -9,6 +9,10 @@ Resumable: each document's line is appended to ``index.jsonl`` and flushed as so
 done, so after a crash (even ``kill -9``) a re-run skips every document already indexed with the
 same content hash; a changed file, or one that failed, is done again. A half-written last line
 is ignored.
+
+Parallel: ``workers`` local processes or a Ray cluster run the documents (each worker loads the
+model once); lines are still written in file order, each as soon as it and those before it are
+done, so the index is byte-for-byte the sequential one and a kill -9 loses only unfinished work.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from slmkit.errors import InvalidRequestError, SlmError
+from slmkit.docs.summarize import headline
+from slmkit.errors import InvalidRequestError
 
 SUFFIXES = (".pdf", ".txt", ".md")
 
@@ -33,38 +38,6 @@ class OrganizeReport:
     skipped: list[str]  # already indexed with the same content
     errors: dict[str, str]  # document → why it could not be read (indexed with its error)
     index: Path
-
-
-# Per kind: the pieces of the summary, each shown when its fields were found ({money:FIELD} is an
-# amount with the document's currency).
-SUMMARY_PARTS = {
-    "invoice": ["Invoice {invoice_number}", "from {vendor_name}", "to {customer_name}", "dated {invoice_date}",
-                "for {money:total_amount}", "due {due_date}"],
-    "contract": ["Contract between {provider_name}", "and {client_name}", "from {effective_date}", "to {end_date}",
-                 "worth {money:contract_value}", "under the law of {governing_law}"],
-    "ticket": ["{priority} ticket {ticket_id}", "from {customer_name}", "about {product}", "opened {opened_date}",
-               "- {subject}"],
-}
-
-
-def summarize(kind: str, values: dict) -> str:
-    """One sentence naming who, what and how much, from the extracted fields (no generation)."""
-    import re
-
-    found = {k: v for k, v in values.items() if v is not None}
-    pieces = []
-    for part in SUMMARY_PARTS.get(kind, [f"{kind.capitalize()}:", *(f"{k} {{{k}}}" for k in found)]):
-        names = re.findall(r"\{(?:money:)?(\w+)\}", part)
-        if not names or not all(n in found for n in names):
-            if part == SUMMARY_PARTS.get(kind, [None])[0]:
-                pieces.append(kind.capitalize())
-            continue
-        for name in names:
-            value = found[name]
-            text = f"{value:,.2f} {found.get('currency', '')}".strip() if f"{{money:{name}}}" in part else str(value)
-            part = part.replace(f"{{money:{name}}}", text).replace(f"{{{name}}}", text)
-        pieces.append(part)
-    return " ".join(pieces) + "."
 
 
 def file_sha256(path: Path) -> str:
@@ -88,11 +61,14 @@ def read_index(path: Path) -> dict[str, dict]:
     return entries
 
 
-def organize(inbox: str | Path, out: str | Path, process: Callable[[list[str]], dict],
-             progress: Callable[[str, int, int], None] | None = None, copy: bool = True) -> OrganizeReport:
-    """Index every document under ``inbox`` into ``out``. ``process(pages)`` returns ``{"kind",
-    "kind_confidence", "values"}`` (what ``slm docs extract`` gives without ``--schema``)."""
-    from slmkit.docs.pdf import read_pages
+def organize(inbox: str | Path, out: str | Path, process, progress: Callable[[str, int, int], None] | None = None,
+             copy: bool = True, workers: int = 1, ray: str | None = None, load_engine=None) -> OrganizeReport:
+    """Index every document under ``inbox`` into ``out``. ``process`` is an
+    :class:`~slmkit.docs.batch.Extractor` (or, in this process only, a function pages →
+    ``{"kind", "kind_confidence", "values"}``); ``workers``/``ray`` spread the documents over
+    local processes or a Ray cluster (:func:`slmkit.docs.batch.run_documents`) with the same
+    index bytes as a sequential run."""
+    from slmkit.docs.batch import run_documents
 
     inbox, out = Path(inbox), Path(out)
     if not inbox.is_dir():
@@ -108,27 +84,29 @@ def organize(inbox: str | Path, out: str | Path, process: Callable[[list[str]], 
     keep = {name: e for name, e in known.items() if hashes.get(name) == e.get("sha256") and "error" not in e}
     # Rewrite the index with only what stays valid (no torn line, no stale or failed entry), then append.
     _write_atomically(index_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in keep.values()))
+    todo = [file for file in files if str(file.relative_to(inbox)) not in keep]
+    results = run_documents(todo, process, workers=workers, ray=ray, load_engine=load_engine)
     with index_path.open("a", encoding="utf-8") as index:
         for number, file in enumerate(files, 1):
             name = str(file.relative_to(inbox))
             if progress:
                 progress(name, number - 1, len(files))
-            sha = hashes[name]
             if name in keep:
                 report.skipped.append(name)
                 continue
-            entry = {"file": name, "sha256": sha}
-            try:
-                result = process(read_pages(file))
+            entry = {"file": name, "sha256": hashes[name]}
+            done = next(results)  # in input order, whichever mode produced it
+            if "error" in done:
+                entry["error"] = done["error"]
+                report.errors[name] = done["error"]
+            else:
+                result = done["result"]
                 entry.update(kind=result["kind"], kind_confidence=result.get("kind_confidence"),
-                             values=result["values"], summary=summarize(result["kind"], result["values"]))
+                             values=result["values"], summary=headline(result["kind"], result["values"]))
                 if copy:
                     (out / result["kind"]).mkdir(exist_ok=True)
                     shutil.copy2(file, out / result["kind"] / file.name)
                 report.done.append(name)
-            except SlmError as exc:
-                entry["error"] = exc.message
-                report.errors[name] = exc.message
             index.write(json.dumps(entry, ensure_ascii=False) + "\n")
             index.flush()
     _write_atomically(out / "index.csv", index_csv(read_index(index_path).values()))

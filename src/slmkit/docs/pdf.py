@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from slmkit.kb.ingest import DocumentError, run_in_child, write_child_result
+from slmkit.kb.ingest import PDF_TIMEOUT_S, DocumentError, read_pdf_layout_isolated, read_pdf_texts
 
-PDF_TIMEOUT_S = 30.0
 TEXT_SUFFIXES = (".txt", ".md")
 
 
@@ -46,30 +45,10 @@ def read_pages(path: str | Path, isolated: bool = True) -> list[str]:
 
 def read_pdf_text(file: Path) -> list[str]:
     """Layout text of every page (in this process)."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(str(file))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError(f"{file.name}: the PDF is encrypted; save an unencrypted copy and use that.")
-        return [squeeze(page.extract_text(extraction_mode="layout") or "") for page in reader.pages]
-    except DocumentError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
-            NotImplementedError, OSError, ZeroDivisionError) as exc:
-        message = str(exc).split("\n")[0][:200]
-        raise DocumentError(f"{file.name}: not a readable PDF ({type(exc).__name__}: {message}).") from exc
-
-
-def pdf_child_main() -> None:
-    """Entry point of the isolated reader: ``python -c ... FILE`` prints one JSON result."""
-    import sys
-
-    file = Path(sys.argv[1])
-    write_child_result(file, "PDF", lambda: {"pages": read_pdf_text(file)})
+    return [squeeze(text) for text in read_pdf_texts(file, layout=True)]
 
 
 def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[str]:
-    """:func:`read_pdf_text` in a fresh interpreter capped at ``timeout_s`` and 1 GB."""
-    return run_in_child("slmkit.docs.pdf:pdf_child_main", file, [], "PDF", timeout_s)["pages"]
+    """:func:`read_pdf_text` in a fresh interpreter capped at ``timeout_s`` and 1 GB (the knowledge
+    base's isolated reader, in layout mode)."""
+    return [squeeze(text) for text in read_pdf_layout_isolated(file, timeout_s)]

@@ -65,6 +65,12 @@ class Synthetic:
     fields: dict  # the gold answer: normalized values, None where the document does not say
     printed: dict  # each field as printed in the document (what an extractor copies), None if absent
     lines: list  # (x_mm, y_mm, text, font, size) to draw, or (x, y, "RECT", w, h)
+    subject: str = ""  # what it is about, to score summaries: items billed, contract title, ticket subject
+
+    @property
+    def parties(self) -> list[str]:
+        """The names a summary should give: vendor and customer, provider and client, or the requester."""
+        return [self.fields[name] for name in PARTY_FIELDS[self.kind]]
 
 
 def company(rng: random.Random) -> str:
@@ -166,7 +172,7 @@ def invoice(rng: random.Random, layout: str) -> Synthetic:
         lines += [(20, 25 + 6 * i, text, "", 10) for i, text in enumerate(rows)]
     else:
         raise ValueError(f"unknown invoice layout {layout!r}")
-    return Synthetic("invoice", layout, fields, printed, lines)
+    return Synthetic("invoice", layout, fields, printed, lines, subject=", ".join(name for name, _, _ in items))
 
 
 def contract(rng: random.Random, layout: str) -> Synthetic:
@@ -200,7 +206,8 @@ def contract(rng: random.Random, layout: str) -> Synthetic:
                 f"Jurisdiction         {fields['governing_law']}", "", "The full terms follow on the next pages."]
     else:
         raise ValueError(f"unknown contract layout {layout!r}")
-    return Synthetic("contract", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)])
+    return Synthetic("contract", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
+                     subject=title.lower())
 
 
 def ticket(rng: random.Random, layout: str) -> Synthetic:
@@ -225,9 +232,12 @@ def ticket(rng: random.Random, layout: str) -> Synthetic:
                 f"-- routed to {agent}"]
     else:
         raise ValueError(f"unknown ticket layout {layout!r}")
-    return Synthetic("ticket", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)])
+    return Synthetic("ticket", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
+                     subject=fields["subject"])
 
 
+PARTY_FIELDS = {"invoice": ["vendor_name", "customer_name"], "contract": ["provider_name", "client_name"],
+                "ticket": ["customer_name"]}
 MAKERS = {"invoice": invoice, "contract": contract, "ticket": ticket}
 
 

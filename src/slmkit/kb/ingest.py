@@ -230,40 +230,48 @@ def html_to_markdown(html: str) -> str:
 # --- PDF -----------------------------------------------------------------------------------
 
 
-def read_pdf_pages(file: Path) -> list[Section]:
-    """Pages of a PDF as sections titled by the file name (runs inside the isolated child)."""
+def read_pdf_texts(file: Path, layout: bool = False) -> list[str]:
+    """Text of every page of a PDF, in this process (the isolated child calls it): pypdf's plain
+    extraction, or its layout mode (columns and key-value boxes kept on their lines) for
+    ``slm docs``. Encrypted, malformed or unparsable files are a :class:`DocumentError`."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(str(file))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise DocumentError(f"{file.name}: the PDF is encrypted; save an unencrypted copy and ingest that.")
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = clean_text(page.extract_text() or "")
-            if text:
-                sections.append(Section([file.stem], text, page=number))
+            raise DocumentError(f"{file.name}: the PDF is encrypted; save an unencrypted copy and use that.")
+        mode = {"extraction_mode": "layout"} if layout else {}
+        return [page.extract_text(**mode) or "" for page in reader.pages]
     except DocumentError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
             NotImplementedError, OSError, ZeroDivisionError) as exc:
         message = str(exc).split("\n")[0][:200]
         raise DocumentError(f"{file.name}: not a readable PDF ({type(exc).__name__}: {message}).") from exc
-    return sections
+
+
+def read_pdf_pages(file: Path) -> list[Section]:
+    """Pages of a PDF as sections titled by the file name (runs inside the isolated child)."""
+    texts = [clean_text(text) for text in read_pdf_texts(file)]
+    return [Section([file.stem], text, page=number) for number, text in enumerate(texts, start=1) if text]
 
 
 def pdf_child_main() -> None:
-    """Entry point of the isolated PDF reader: ``python -c ... FILE KIND`` prints one JSON result."""
+    """Entry point of the isolated reader: ``python -c ... FILE KIND`` prints one JSON result.
+    KIND: ``pdf`` or ``html`` (sections, for the knowledge base) or ``pdf-layout`` (page texts in
+    layout mode, for ``slm docs``)."""
     import sys
 
     file, kind = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else "pdf")
 
     def read() -> dict:
+        if kind == "pdf-layout":
+            return {"pages": read_pdf_texts(file, layout=True)}
         sections = read_pdf_pages(file) if kind == "pdf" else read_sections(file, inline=True)
         return {"sections": [dataclasses.asdict(s) for s in sections]}
 
-    write_child_result(file, kind.upper(), read)
+    write_child_result(file, kind.split("-")[0].upper(), read)
 
 
 def write_child_result(file: Path, label: str, read) -> None:
@@ -291,6 +299,11 @@ def write_child_result(file: Path, label: str, read) -> None:
 def read_pdf_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[Section]:
     """Parse a PDF in a child process capped at ``timeout_s`` seconds and 1 GB of memory."""
     return read_isolated(file, "pdf", timeout_s)
+
+
+def read_pdf_layout_isolated(file: Path, timeout_s: float = PDF_TIMEOUT_S) -> list[str]:
+    """:func:`read_pdf_texts` in layout mode, in the capped child process (for ``slm docs``)."""
+    return run_in_child("slmkit.kb.ingest:pdf_child_main", file, ["pdf-layout"], "PDF", timeout_s)["pages"]
 
 
 def read_isolated(file: Path, kind: str, timeout_s: float) -> list[Section]:
