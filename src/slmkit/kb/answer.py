@@ -247,9 +247,9 @@ def select_answer(query: str, question: str, hits: list[Hit], embedder, engine) 
     from slmkit.kb import select
 
     sentences, similarities = scored_sentences(query, hits, embedder)
-    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])[:select.CANDIDATES]
-    candidates = [select.Candidate(sentences[i][0], sanitize(select.shorten(sentences[i][1])), float(similarities[i]))
-                  for i in order]
+    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])
+    candidates = select.distinct([select.Candidate(sentences[i][0], sanitize(select.shorten(sentences[i][1])),
+                                                   float(similarities[i])) for i in order], select.CANDIDATES)
     ranked = select.rank_candidates(engine, question, candidates)
     return select.format_answer(ranked[:select.ANSWER_SENTENCES]) or IDK_MESSAGE
 

@@ -45,6 +45,20 @@ def shorten(text: str, max_chars: int = SENTENCE_CHARS) -> str:
     return text[:max_chars].rsplit(" ", 1)[0] + " …"
 
 
+def distinct(candidates: list[Candidate], count: int) -> list[Candidate]:
+    """The first ``count`` candidates whose text is not a repeat of an earlier one (documentation
+    repeats itself across pages; a repeated candidate would take a slot and could be answered twice)."""
+    chosen, seen = [], set()
+    for candidate in candidates:
+        key = " ".join(candidate.text.split())
+        if key not in seen:
+            seen.add(key)
+            chosen.append(candidate)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
 def question_likelihoods(engine: Engine, question: str, sentences: list[str]) -> list[float]:
     """Mean log-probability of the tokens of ``question`` after each of ``sentences`` (higher: the
     sentence explains it). The sequences share their first tokens ("Text:"), so they are scored as
