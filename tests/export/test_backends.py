@@ -134,3 +134,18 @@ def test_server_options_for_the_torch_scheduler_are_accepted_on_every_backend(ex
         engine = load_engine(str(exports[kind].path), threads=1, max_batch_size=8)
         assert collect(engine.stream(_prompt_request(max_new_tokens=2))).finish_reason == "length"
         engine.close()
+
+
+def test_continuation_scores_equal_scoring_each_prompt_and_continuation_alone(torch_engine, export_engine):
+    prompt = torch_engine.tokenize("The quick brown fox jumps over the lazy dog. Question:")
+    continuations = [torch_engine.tokenize(text) for text in (" Which dog?", " What did the fox jump over", " x", "")]
+    got = export_engine.continuation_logprobs(prompt, continuations)
+    assert [len(row) for row in got] == [len(c) for c in continuations]
+    for row, continuation in zip(got, continuations, strict=True):
+        alone = export_engine.token_logprobs(prompt + continuation)[len(prompt) - 1:] if continuation else []
+        assert row == pytest.approx(alone, abs=1e-4)
+        assert row == pytest.approx(torch_engine.token_logprobs(prompt + continuation)[len(prompt) - 1:]
+                                    if continuation else [], abs=1e-3)
+    # the prompt's KV is cut back after scoring: the engine still streams as before
+    request = _prompt_request(max_new_tokens=8)
+    assert collect(export_engine.stream(request)).text == collect(torch_engine.stream(request)).text

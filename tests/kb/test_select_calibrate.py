@@ -56,6 +56,19 @@ def test_question_likelihood_is_the_mean_logprob_of_the_question_tokens(tiny_eng
     assert select.question_likelihood(tiny_engine, question, sentence) == pytest.approx(expected)
 
 
+def test_repeated_sentences_are_one_candidate():
+    texts = ["Refunds take 14 days.", "Refunds  take 14 days.", "The widget is blue.", "Invoices are monthly."]
+    candidates = [select.Candidate(n, t, similarity=0.9 - 0.1 * n) for n, t in enumerate(texts)]
+    assert [c.text for c in select.distinct(candidates, 3)] == [texts[0], texts[2], texts[3]]
+
+
+def test_question_likelihoods_scored_together_equal_each_scored_alone(tiny_engine):
+    sentences = ["Refunds take 14 days.", "The widget is blue and weighs two kilograms.", "x"]
+    together = select.question_likelihoods(tiny_engine, "How long do refunds take?", sentences)
+    alone = [select.question_likelihood(tiny_engine, "How long do refunds take?", s) for s in sentences]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
 def test_ranking_follows_the_likelihood_when_the_embedding_has_no_weight(tiny_engine):
     texts = ["Refunds take 14 days.", "The widget is blue.", "Invoices are sent monthly.", "Warranty: two years."]
     candidates = [select.Candidate(n, t, similarity=0.5 - 0.1 * n) for n, t in enumerate(texts)]

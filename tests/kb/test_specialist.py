@@ -55,6 +55,17 @@ def test_completion_logprob_is_the_sum_over_the_answer_and_end_of_turn_tokens(ti
     assert specialist.completion_logprob(tiny_engine, messages, answer) == pytest.approx(expected, abs=1e-4)
 
 
+def test_completions_scored_after_one_prompt_equal_each_scored_alone(tiny_engine):
+    messages = [{"role": "user", "content": "Text:\n[1] Refunds take 14 days.\n[2] The widget is blue.\n\nQuestion: How long?"}]
+    prompt = tiny_engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    completions = ["Refunds take 14 days. [1]", "The widget is blue. [2]", IDK_MESSAGE]
+    alone = []
+    for completion in completions:
+        logprobs = tiny_engine.token_logprobs(tiny_engine.tokenize(prompt + completion + "<|im_end|>"))
+        alone.append(sum(logprobs[len(tiny_engine.tokenize(prompt)) - 1:]))
+    assert specialist.completion_logprobs(tiny_engine, messages, completions) == pytest.approx(alone, abs=1e-4)
+
+
 def test_specialist_answers_with_one_retrieved_sentence_copied_and_cited(support_kb, tiny_engine):
     question = "How long do refunds take to reach my card?"
     answer = answer_stream(support_kb, [{"role": "user", "content": question}], tiny_engine, mode="specialist",

@@ -94,6 +94,19 @@ def test_adapters_cost_only_their_own_weights(tiny_model_dir, adapters):
     shared.close()
 
 
+def test_continuation_scores_through_an_adapter_use_it(tiny_model_dir, adapters):
+    from slmkit.engine.torch_backend import TorchEngine
+
+    shared = TorchEngine(tiny_model_dir, adapters=adapters)
+    alpha = shared.adapter("alpha")
+    prompt, continuations = [5, 6, 7, 8], [[9, 10, 11], [12], [13, 14]]
+    got = alpha.continuation_logprobs(prompt, continuations)
+    for row, continuation in zip(got, continuations, strict=True):
+        assert row == pytest.approx(alpha.token_logprobs(prompt + continuation)[len(prompt) - 1:], abs=1e-4)
+    assert got[0] != pytest.approx(shared.continuation_logprobs(prompt, continuations)[0], abs=1e-3)
+    shared.close()
+
+
 def test_bad_adapters_are_refused(tiny_model_dir, tmp_path, adapters):
     from slmkit.engine.torch_backend import TorchEngine
     from slmkit.errors import CorruptModelError, InvalidRequestError

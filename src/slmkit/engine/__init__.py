@@ -150,6 +150,15 @@ class Engine(Protocol):
         """
         ...
 
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced log-probability of each token of every continuation after one shared prompt,
+        the prompt computed once; row ``i`` equals ``token_logprobs(prompt_ids + continuations[i])[len(prompt_ids) - 1:]``.
+
+        Callers use :func:`slmkit.engine.scoring.score_continuations`, which falls back to
+        ``token_logprobs`` for an engine without it.
+        """
+        ...
+
     def close(self) -> None:
         ...
 

@@ -228,31 +228,64 @@ class LlamaCppEngine:
         token_ids = list(token_ids)
         return self.scheduler.run_exclusive(lambda seq_id: self._score(seq_id, token_ids))
 
-    def _score(self, seq_id: int, token_ids: list[int]) -> list[float]:
-        """Teacher-forced log-probabilities on sequence ``seq_id`` (runs on the scheduler thread)."""
+    def _decode(self, seq_id: int, token_ids: list[int], start: int, every_row: bool = True) -> np.ndarray:
+        """Feed ``token_ids`` at positions ``start``... of sequence ``seq_id`` (on the scheduler
+        thread); the logits of every token (``every_row``) or of the last one only, (rows, vocab)."""
         import llama_cpp
 
         ctx, rows = self.context.ctx, []
         step = min(self.batch_size, 512)  # every row's logits are kept: bound the buffer
         batch = llama_cpp.llama_batch_init(step, 0, 1)
         try:
-            for start in range(0, len(token_ids), step):
-                part = token_ids[start : start + step]
+            for offset in range(0, len(token_ids), step):
+                part = token_ids[offset : offset + step]
                 for i, token in enumerate(part):
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-                    batch.seq_id[i][0], batch.logits[i] = seq_id, True
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + offset + i, 1
+                    batch.seq_id[i][0] = seq_id
+                    batch.logits[i] = every_row or offset + i == len(token_ids) - 1
                 batch.n_tokens = len(part)
                 status = llama_cpp.llama_decode(ctx, batch)
                 if status != 0:
                     raise RuntimeError(f"llama_decode returned {status} while scoring")
-                block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), self.vocab_size))
-                rows.append(block.copy())
+                outputs = len(part) if every_row else int(offset + len(part) == len(token_ids))
+                if outputs:
+                    block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(outputs, self.vocab_size))
+                    rows.append(block.copy())
         finally:
             llama_cpp.llama_batch_free(batch)
-        logits = torch.from_numpy(np.concatenate(rows))[:-1]
+        return np.concatenate(rows) if rows else np.zeros((0, self.vocab_size), dtype=np.float32)
+
+    def _score(self, seq_id: int, token_ids: list[int]) -> list[float]:
+        """Teacher-forced log-probabilities on sequence ``seq_id`` (runs on the scheduler thread)."""
+        logits = torch.from_numpy(self._decode(seq_id, token_ids, 0))[:-1]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         targets = torch.tensor(token_ids[1:], dtype=torch.long).unsqueeze(1)
         return logprobs.gather(1, targets).squeeze(1).tolist()
+
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        """Log-probabilities of each continuation's tokens after ``prompt_ids``
+        (:func:`slmkit.engine.scoring.score_continuations`): the prompt is decoded once, then each
+        continuation on top of its KV, which is cut back to the prompt after each."""
+        from slmkit.engine.scoring import check_continuations
+
+        check_continuations(prompt_ids, continuations, self.context_length)
+        prompt_ids, continuations = list(prompt_ids), [list(c) for c in continuations]
+        return self.scheduler.run_exclusive(lambda seq_id: self._score_after(seq_id, prompt_ids, continuations))
+
+    def _score_after(self, seq_id: int, prompt_ids: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        import llama_cpp
+
+        from slmkit.engine.scoring import continuation_rows
+
+        memory = llama_cpp.llama_get_memory(self.context.ctx)
+        first = torch.from_numpy(self._decode(seq_id, prompt_ids, 0, every_row=False)[-1])
+        results = []
+        for continuation in continuations:
+            # the last token's logits predict nothing that is scored, so it is not fed
+            rows = self._decode(seq_id, continuation[:-1], len(prompt_ids)) if len(continuation) > 1 else None
+            results.append(continuation_rows(first, None if rows is None else torch.from_numpy(rows), continuation))
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, len(prompt_ids), -1)
+        return results
 
     def metadata(self) -> dict[str, str]:
         """The GGUF key/value metadata as llama.cpp read it."""

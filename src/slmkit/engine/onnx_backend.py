@@ -145,6 +145,22 @@ class OnnxEngine:
         targets = torch.tensor(token_ids[1:], dtype=torch.long).unsqueeze(1)
         return logprobs.gather(1, targets).squeeze(1).tolist()
 
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        """Log-probabilities of each continuation's tokens after ``prompt_ids``
+        (:func:`slmkit.engine.scoring.score_continuations`): one pass over the prompt, then one per
+        continuation over the prompt's cache (the exported graph takes one sequence at a time)."""
+        from slmkit.engine.scoring import check_continuations, continuation_rows
+
+        check_continuations(prompt_ids, continuations, self.context_length)
+        logits, past = self._locked_run(list(prompt_ids), self._empty_past())
+        first = torch.from_numpy(logits[-1])
+        results = []
+        for continuation in continuations:
+            # the last token's logits predict nothing that is scored, so it is not fed
+            rows = torch.from_numpy(self._locked_run(list(continuation[:-1]), past)[0]) if len(continuation) > 1 else None
+            results.append(continuation_rows(first, rows, list(continuation)))
+        return results
+
     def close(self) -> None:
         with self._lock:
             self.session = None

@@ -100,6 +100,46 @@ def teacher_forced_logprobs(model, token_ids: list[int]) -> list[float]:
         return logprobs.gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1).tolist()
 
 
+def shared_prefix_logprobs(model, prompt_ids: list[int], continuations: list[list[int]], rows_per_pass: int = 8,
+                           select_rows=None) -> list[list[float]]:
+    """Teacher-forced log-probabilities of each continuation after ``prompt_ids``, the prompt's
+    forward pass run once (see :func:`slmkit.engine.scoring.score_continuations`).
+
+    The prompt's KV cache is repeated for a batch of up to ``rows_per_pass`` continuations,
+    right-padded: a padding token comes after every real token of its row, so causal attention
+    keeps it out of the scores that are read. ``select_rows(n)`` prepares the LoRA stack for a
+    batch of ``n`` rows.
+    """
+    import copy
+
+    from transformers import DynamicCache
+
+    from slmkit.engine.scoring import continuation_rows
+
+    results: list[list[float]] = [[] for _ in continuations]
+    todo = [i for i, c in enumerate(continuations) if c]
+    with torch.inference_mode():
+        if select_rows:
+            select_rows(1)
+        cache = DynamicCache()
+        first_logits = model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), cache=cache,
+                             use_cache=True).logits[0, -1]
+        for start in range(0, len(todo), rows_per_pass):
+            group = todo[start:start + rows_per_pass]
+            length = max(len(continuations[i]) for i in group)
+            ids = torch.zeros((len(group), length), dtype=torch.long)  # (rows, tokens), right-padded
+            for row, index in enumerate(group):
+                ids[row, : len(continuations[index])] = torch.tensor(continuations[index], dtype=torch.long)
+            rows_cache = copy.deepcopy(cache)
+            rows_cache.batch_repeat_interleave(len(group))  # (1, heads, prompt, dim) -> (rows, heads, prompt, dim)
+            if select_rows:
+                select_rows(len(group))
+            logits = model(input_ids=ids, cache=rows_cache, use_cache=True).logits  # (rows, tokens, vocab)
+            for row, index in enumerate(group):
+                results[index] = continuation_rows(first_logits, logits[row], continuations[index])
+    return results
+
+
 def load_draft_model(reference: str, target, tokenizer):
     """A draft model for assisted decoding; it must speak the target's vocabulary."""
     from slmkit.references import resolve_hf
@@ -250,6 +290,18 @@ class TorchEngine:
                 self.adapter_stack.select([adapter])
             return teacher_forced_logprobs(self.model, token_ids)
 
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]],
+                              adapter: str | None = None) -> list[list[float]]:
+        """Log-probabilities of each continuation's tokens after ``prompt_ids``, the prompt computed
+        once (:func:`slmkit.engine.scoring.score_continuations` says what they equal)."""
+        from slmkit.engine.scoring import check_continuations
+
+        check_continuations(prompt_ids, continuations, self.context_length)
+        with self._lock:
+            select_rows = (lambda rows: self.adapter_stack.select([adapter] * rows)) if self.adapter_stack else None
+            return shared_prefix_logprobs(self.model, list(prompt_ids), [list(c) for c in continuations],
+                                          select_rows=select_rows)
+
     def close(self) -> None:
         self.scheduler.stop()
         self.model = None
@@ -286,6 +338,9 @@ class AdapterView:
 
     def token_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.token_logprobs(token_ids, adapter=self.adapter_name)
+
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        return self.engine.continuation_logprobs(prompt_ids, continuations, adapter=self.adapter_name)
 
     def close(self) -> None:
         pass

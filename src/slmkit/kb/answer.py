@@ -36,7 +36,8 @@ QUOTE_CHARS = 400
 MODES = ("generate", "quote", "select", "specialist")
 # The abstention threshold of each mode's score, chosen by the kb/calibrate.py rule on the pydoc
 # tuning set (docs/support-bot.md#calibrated-abstention); the held-out set only reports them.
-ABSTAIN_BELOW = {"generate": 0.42, "quote": 0.42, "select": 0.42, "specialist": 0.0}
+# specialist: the margin (nats) the rule picks on the pydoc set (examples/pydoc-kb/tune_answers.py, 4th session).
+ABSTAIN_BELOW = {"generate": 0.42, "quote": 0.42, "select": 0.42, "specialist": 10.1}
 COVERAGE_WEIGHT = 1.0  # how much missing key terms lower the score (0: similarity alone); examples/pydoc-kb/tune_abstention.py
 # Words that say what kind of question it is, not what it is about (left out of term_coverage),
 # including the question phrases "how long / much / many / often" and "does it take".
@@ -246,9 +247,9 @@ def select_answer(query: str, question: str, hits: list[Hit], embedder, engine) 
     from slmkit.kb import select
 
     sentences, similarities = scored_sentences(query, hits, embedder)
-    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])[:select.CANDIDATES]
-    candidates = [select.Candidate(sentences[i][0], sanitize(select.shorten(sentences[i][1])), float(similarities[i]))
-                  for i in order]
+    order = sorted(range(len(sentences)), key=lambda i: -similarities[i])
+    candidates = select.distinct([select.Candidate(sentences[i][0], sanitize(select.shorten(sentences[i][1])),
+                                                   float(similarities[i])) for i in order], select.CANDIDATES)
     ranked = select.rank_candidates(engine, question, candidates)
     return select.format_answer(ranked[:select.ANSWER_SENTENCES]) or IDK_MESSAGE
 

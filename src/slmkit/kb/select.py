@@ -2,8 +2,9 @@
 
 Candidates are the sentences of the retrieved chunks closest to the question (by the embedding
 model). Each is then scored by how well it explains the question: the mean log-probability the
-language model gives the question's tokens after reading the sentence ("query likelihood", one
-teacher-forced forward pass per candidate through ``Engine.token_logprobs``, no generation).
+language model gives the question's tokens after reading the sentence ("query likelihood",
+teacher-forced, the candidates scored together through ``Engine.continuation_logprobs``, no
+generation).
 The answer is the best sentence itself, so it is always text from the documents (copying is
 enforced by construction, not asked of the model), short, and cited.
 
@@ -19,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from slmkit.engine import Engine
+from slmkit.engine.scoring import score_continuations
 
 CANDIDATES = 3  # sentences scored by the model per question (the closest by embedding similarity)
 SENTENCE_CHARS = 300  # a candidate longer than this is cut at a word boundary before scoring and answering
@@ -43,8 +45,44 @@ def shorten(text: str, max_chars: int = SENTENCE_CHARS) -> str:
     return text[:max_chars].rsplit(" ", 1)[0] + " …"
 
 
+def distinct(candidates: list[Candidate], count: int) -> list[Candidate]:
+    """The first ``count`` candidates whose text is not a repeat of an earlier one (documentation
+    repeats itself across pages; a repeated candidate would take a slot and could be answered twice)."""
+    chosen, seen = [], set()
+    for candidate in candidates:
+        key = " ".join(candidate.text.split())
+        if key not in seen:
+            seen.add(key)
+            chosen.append(candidate)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def question_likelihoods(engine: Engine, question: str, sentences: list[str]) -> list[float]:
+    """Mean log-probability of the tokens of ``question`` after each of ``sentences`` (higher: the
+    sentence explains it). The sequences share their first tokens ("Text:"), so they are scored as
+    continuations of that prefix, together (``Engine.continuation_logprobs``)."""
+    contexts = [engine.tokenize(f"Text: {sentence}\n") for sentence in sentences]
+    asked = engine.tokenize(f"Question: {question.strip()}")
+    if not asked or not contexts:
+        return [float("-inf")] * len(sentences)
+    sequences = [context + asked for context in contexts]
+    shared = min(len(context) for context in contexts)  # the prompt must not reach into any question
+    for position in range(shared):
+        if any(sequence[position] != sequences[0][position] for sequence in sequences):
+            shared = position
+            break
+    if shared == 0:  # no common first token: score each alone
+        return [question_likelihood(engine, question, sentence) for sentence in sentences]
+    rows = score_continuations(engine, sequences[0][:shared], [sequence[shared:] for sequence in sequences])
+    # row j scores token shared + j; the question starts at token len(context)
+    return [float(np.mean(row[len(context) - shared:])) if context else float("-inf")
+            for row, context in zip(rows, contexts, strict=True)]
+
+
 def question_likelihood(engine: Engine, question: str, sentence: str) -> float:
-    """Mean log-probability of the tokens of ``question`` after ``sentence`` (higher: the sentence explains it)."""
+    """Mean log-probability of the tokens of ``question`` after ``sentence`` (one teacher-forced pass)."""
     context = engine.tokenize(f"Text: {sentence}\n")
     asked = engine.tokenize(f"Question: {question.strip()}")
     if not context or not asked:
@@ -67,8 +105,9 @@ def rank_candidates(engine: Engine, question: str, candidates: list[Candidate],
     standardized cosine similarity (both standardized over this question's candidates, so the
     two scales mix without calibration).
     """
-    for candidate in candidates:
-        candidate.likelihood = question_likelihood(engine, question, candidate.text)
+    for candidate, likelihood in zip(candidates, question_likelihoods(engine, question, [c.text for c in candidates]),
+                                     strict=True):
+        candidate.likelihood = likelihood
     if not candidates:
         return []
     finite = [c.likelihood if np.isfinite(c.likelihood) else -1e9 for c in candidates]

@@ -7,9 +7,9 @@ cited, or with the abstention message (``examples/kb-specialist/build_data.py``)
 
 Answering is **copy-constrained**: the answer can only be one of the candidates or the
 abstention message. Instead of decoding token by token under a grammar, every allowed answer is
-scored by the model's log-probability of producing it whole (one teacher-forced pass each,
-``Engine.token_logprobs``), which is the exact best answer of that constrained set rather than
-a greedy approximation of it. The abstention score is the margin between the best sentence and
+scored by the model's log-probability of producing it whole (teacher-forced after the prompt,
+which is computed once for all of them: ``Engine.continuation_logprobs``): the exact best answer
+of that constrained set rather than a greedy approximation of it. The abstention score is the margin between the best sentence and
 the abstention message (log-probability, nats): the model's own evidence that the text answers.
 The same procedure runs with any chat model, so the bundled model without fine-tuning is the
 comparison row in ``slm kb eval``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from slmkit.engine.scoring import score_continuations
 from slmkit.errors import InvalidRequestError
 from slmkit.kb import select
 from slmkit.kb.retrieve import search
@@ -74,19 +75,34 @@ def specialist_messages(question: str, candidates: list[select.Candidate]) -> li
             {"role": "user", "content": f"Text:\n{text}\n\nQuestion: {question.strip()}"}]
 
 
-def completion_logprob(engine, messages: list[dict], completion: str) -> float:
-    """Log-probability (nats) that the model answers ``messages`` with exactly ``completion`` and ends its turn."""
+def completion_logprobs(engine, messages: list[dict], completions: list[str]) -> list[float]:
+    """Log-probability (nats) that the model answers ``messages`` with exactly each of ``completions``
+    and ends its turn. The chat prompt is computed once and every completion scored after it
+    (:func:`slmkit.engine.scoring.score_continuations`)."""
     tokenizer = getattr(engine, "tokenizer", None)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError("The specialist mode scores answers through the model's chat template; use a chat "
                                   "model on the torch engine, or --mode select.", param="mode")
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": completion}], tokenize=False)
-    if not full.startswith(prompt):
-        raise InvalidRequestError("This model's chat template does not render an answer after its prompt.")
-    prompt_ids, full_ids = engine.tokenize(prompt), engine.tokenize(full.rstrip("\n"))
-    logprobs = engine.token_logprobs(full_ids)  # logprobs[i] scores token i + 1
-    return float(sum(logprobs[len(prompt_ids) - 1:]))
+    prompt_ids = engine.tokenize(prompt)
+    shared, alone = {}, {}  # completion index -> its tokens after the prompt / its whole token ids
+    for index, completion in enumerate(completions):
+        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": completion}], tokenize=False)
+        if not full.startswith(prompt):
+            raise InvalidRequestError("This model's chat template does not render an answer after its prompt.")
+        full_ids = engine.tokenize(full.rstrip("\n"))
+        if full_ids[: len(prompt_ids)] == prompt_ids:
+            shared[index] = full_ids[len(prompt_ids):]
+        else:  # the tokenizer merged the answer's first characters into the prompt's last token
+            alone[index] = full_ids
+    scores = dict(zip(shared, score_continuations(engine, prompt_ids, list(shared.values())), strict=True))
+    scores.update({index: engine.token_logprobs(ids)[len(prompt_ids) - 1:] for index, ids in alone.items()})
+    return [float(sum(scores[index])) for index in range(len(completions))]
+
+
+def completion_logprob(engine, messages: list[dict], completion: str) -> float:
+    """Log-probability (nats) that the model answers ``messages`` with exactly ``completion`` and ends its turn."""
+    return completion_logprobs(engine, messages, [completion])[0]
 
 
 @dataclasses.dataclass
@@ -100,9 +116,10 @@ class Choice:
 def choose(engine, question: str, candidates: list[select.Candidate], idk_message: str) -> Choice:
     """Score every candidate (copied, with its citation) and the abstention message as the model's whole answer."""
     messages = specialist_messages(question, candidates)
-    for candidate in candidates:
-        candidate.score = completion_logprob(engine, messages, f"{candidate.text} [{candidate.source + 1}]")
-    abstain = completion_logprob(engine, messages, idk_message)
+    *scores, abstain = completion_logprobs(engine, messages, [f"{c.text} [{c.source + 1}]" for c in candidates]
+                                           + [idk_message])
+    for candidate, score in zip(candidates, scores, strict=True):
+        candidate.score = score
     ranked = sorted(candidates, key=lambda c: -c.score)
     margin = ranked[0].score - abstain if ranked else float("-inf")
     return Choice(ranked, float(margin))
