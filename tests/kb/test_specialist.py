@@ -98,10 +98,11 @@ def test_choose_ranks_by_the_log_probability_of_copying_each_candidate(tiny_engi
     assert choice.margin == pytest.approx(max(scores.values()) - idk, abs=1e-4)
 
 
-def test_the_specialist_is_the_default_model_only_when_it_is_in_the_store(slm_home, tiny_model_dir):
-    assert specialist.default_model() == "smollm2-135m" and specialist.default_mode("smollm2-135m") == "select"
+def test_the_specialist_answers_only_when_asked_for(slm_home, tiny_model_dir):
+    # It measured worse than select on both QA sets, so having it in the store changes nothing.
     shutil.copytree(tiny_model_dir, slm_home / "models" / specialist.SPECIALIST_NAME)
-    assert specialist.default_model() == specialist.SPECIALIST_NAME
+    assert specialist.specialist_available()
+    assert specialist.default_model() == "smollm2-135m" and specialist.default_mode("smollm2-135m") == "select"
     assert specialist.default_mode(specialist.SPECIALIST_NAME) == "specialist"
 
 
