@@ -36,16 +36,18 @@ def request(topic: str, lookup: int) -> GenerationRequest:
     return GenerationRequest(messages=messages, max_new_tokens=96, prompt_lookup_tokens=lookup)
 
 
-def extraction_requests(count: int, folder: Path) -> list:
+def extraction_requests(count: int, folder: Path, split: str) -> list:
     """(prompt-lookup tokens -> request) makers for `slm docs extract`'s constrained answer on
-    ``count`` synthetic documents of the held-out layouts."""
+    ``count`` synthetic documents of the held-out layouts (``split="heldout"``) or of the
+    tuning layouts (``"dev"``, the documents the draft length is chosen on)."""
     from slmkit.docs.extract import build_messages
     from slmkit.docs.pdf import read_pages
     from slmkit.docs.schemas import load_schema
-    from slmkit.docs.synthetic import HELDOUT_LAYOUTS, make_documents, write_pdf
+    from slmkit.docs.synthetic import HELDOUT_LAYOUTS, TUNE_LAYOUTS, make_documents, write_pdf
 
     makers = []
-    for index, document in enumerate(make_documents(count, HELDOUT_LAYOUTS, 3)):
+    layouts, seed = (HELDOUT_LAYOUTS, 3) if split == "heldout" else (TUNE_LAYOUTS, 2)  # examples/docs' seeds
+    for index, document in enumerate(make_documents(count, layouts, seed)):
         path = folder / f"{index}-{document.kind}.pdf"
         write_pdf(document, path)
         schema = load_schema(document.kind)
@@ -59,19 +61,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("qa", "extract"), default="qa")
     parser.add_argument("--count", type=int, default=10, help="documents or questions")
+    parser.add_argument("--split", choices=("heldout", "dev"), default="heldout", help="extract: which layouts")
+    parser.add_argument("--draft", type=int, default=DRAFT_TOKENS, help="draft tokens per step")
     args = parser.parse_args()
     # The PyTorch scheduler: on llama.cpp (the default since issue 19) prompt lookup is opt-in.
     engine = load_engine(MODEL, backend=os.environ.get("SLM_BENCH_BACKEND", "torch"),
                          **({"prompt_lookup": True} if os.environ.get("SLM_BENCH_BACKEND") == "llamacpp" else {}))
     with tempfile.TemporaryDirectory() as scratch:
         if args.task == "extract":
-            makers = extraction_requests(args.count, Path(scratch))
+            makers = extraction_requests(args.count, Path(scratch), args.split)
         else:
             makers = [lambda lookup, t=topic: request(t, lookup) for topic in TOPICS[: args.count]]
         rows = []
         for make in makers:
             plain = collect(engine.stream(make(0)))
-            fast = collect(engine.stream(make(DRAFT_TOKENS)))
+            fast = collect(engine.stream(make(args.draft)))
             rows.append((make, plain, fast))
     identical = sum(p.token_ids == f.token_ids for _, p, f in rows)
     plain_s = statistics.median(p.stats.total_s for _, p, _ in rows)
@@ -87,7 +91,7 @@ def main():
     print("| decoding | median answer latency (s) | median decode tok/s | identical outputs |")
     print("|---|---|---|---|")
     print(f"| plain greedy | {plain_s:.2f} | {plain_tps:.1f} | - |")
-    print(f"| prompt lookup ({DRAFT_TOKENS} draft tokens) | {fast_s:.2f} | {fast_tps:.1f} | {identical}/{len(rows)} |")
+    print(f"| prompt lookup ({args.draft} draft tokens) | {fast_s:.2f} | {fast_tps:.1f} | {identical}/{len(rows)} |")
     print(f"\nspeed-up {plain_s / fast_s:.2f}x in latency; {accepted}/{drafted} drafted tokens accepted "
           f"({100 * accepted / max(drafted, 1):.0f}%)")
 
