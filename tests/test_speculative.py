@@ -23,6 +23,7 @@ def test_drafter_proposes_what_followed_the_latest_match():
     assert drafter.propose([5, 6, 7, 8, 5, 6, 1, 5, 6], 2) == [1, 5], "the latest occurrence wins"
     assert drafter.propose([1, 2, 3], 4) == []
     assert drafter.propose([1, 2, 1], 0) == []
+    assert drafter.propose([7, 1, 8, 1], 2) == [], "a lone one-token match drafts nothing"
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

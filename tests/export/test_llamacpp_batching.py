@@ -181,8 +181,8 @@ def test_prefix_cache_matches_tokens_exactly():
 def test_prompt_lookup_speculation_keeps_the_greedy_output(gguf_path):
     engine = _engine(gguf_path, prefix_cache_tokens=0, prompt_lookup=True)
     text = "one two three four five six seven eight nine ten " * 4
-    plain = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40)
-    speculative = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=40, prompt_lookup_tokens=4)
+    plain = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=120)
+    speculative = GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=120, prompt_lookup_tokens=4)
     want = list(engine.stream(plain))
     got = list(engine.stream(speculative))
     assert _ids(got) == _ids(want)
