@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -358,17 +359,10 @@ def _adapter_bytes(reference: str) -> int:
 
     try:
         with safe_open(str(adapter_directory(reference) / "adapter_model.safetensors"), framework="pt") as weights:
-            numbers = sum(_product(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+            numbers = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
     except (OSError, SlmError, ValueError):
         return 0  # the load itself reports the problem
     return numbers * 2
-
-
-def _product(shape) -> int:
-    result = 1
-    for size in shape:
-        result *= int(size)
-    return result
 
 
 def _estimate_bytes(path: Path) -> int:
