@@ -7,6 +7,13 @@ endpoint, greedy:
 - time to first token for a ~1,700-token system prompt seen for the first time ("cold") and
   again with another question ("warm": what a prefix cache saves).
 
+The targets come from a **paired** run first: the default `slm serve`, llama-server on the same
+file and `slm serve --backend torch` are all up at once and asked in turns, round after round
+(the order rotated each round, a fresh cold prompt each round), so each round's ratio compares
+servers that saw the same machine within seconds. This VM's speed drifts by ±20 % between runs
+minutes apart; measuring each server alone, one after another, put that drift into the ratio.
+The paired table prints each target's median ratio over the rounds and its range.
+
 Rows: llama-server (`-np 8`) on the q4_k_m file `slm export gguf` writes, on the Q4_1 file the
 package ships and on a q8_0 export; `slm serve --backend torch` (the PyTorch path, the default
 before issue 19); `slm serve` as it is by default now; `slm serve --backend llamacpp` on the
@@ -14,7 +21,7 @@ same q4_k_m file. Prints a markdown table and the ratios the targets in docs/ben
 Then `slm generate`'s decode speed beside a bare llama-cpp-python loop on the same file
 (`--generate-only` runs just that).
 
-    python bench/serve.py [--llama-server PATH]   (or SLM_LLAMA_SERVER=PATH)
+    python bench/serve.py [--llama-server PATH] [--rounds N] [--paired-only]   (or SLM_LLAMA_SERVER=PATH)
 
 llama-server is built from llama-cpp-python's source distribution outside the repository
 (docs/benchmarks.md says how); without it the peer rows are skipped with a message.
@@ -23,6 +30,7 @@ llama-server is built from llama-cpp-python's source distribution outside the re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -76,30 +84,44 @@ def chat(url: str, messages: list[dict], max_tokens: int, model: str) -> tuple[f
     return first - started, decode, tokens
 
 
-def long_system_prompt(tokens: int = 1700) -> str:
-    """~``tokens`` tokens of English prose (SmolLM2's tokenizer) from Python's documentation."""
+def long_system_prompts(count: int = 1, tokens: int = 1700) -> list[str]:
+    """``count`` different texts of ~``tokens`` tokens of English prose (SmolLM2's tokenizer)
+    from Python's documentation: consecutive windows, so none is a prefix of another."""
     from transformers import AutoTokenizer
 
     from slmkit.export.parity import held_out_text
     from slmkit.references import resolve_hf
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_hf("smollm2-135m").path))
-    text = held_out_text(tokens * 6)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
-    return tokenizer.decode(ids)
+    ids = tokenizer(held_out_text(tokens * 6 * count), add_special_tokens=False)["input_ids"]
+    if len(ids) < tokens * count:
+        raise RuntimeError(f"Python's documentation gave {len(ids)} tokens, {tokens * count} are needed")
+    return [tokenizer.decode(ids[i * tokens:(i + 1) * tokens]) for i in range(count)]
 
 
-def measure(url: str, system: str, model: str) -> dict:
-    one = [chat(url, [{"role": "user", "content": STORIES[0]}], TOKENS, model) for _ in range(REPEATS)]
+def one_stream(url: str, model: str) -> float:
+    return chat(url, [{"role": "user", "content": STORIES[0]}], TOKENS, model)[1]
+
+
+def eight_streams(url: str, model: str) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda s: chat(url, [{"role": "user", "content": s}], TOKENS, model), STORIES))
-    aggregate = sum(r[2] for r in results) / (time.perf_counter() - started)
+    return sum(r[2] for r in results) / (time.perf_counter() - started)
+
+
+def ttft_cold_warm(url: str, system: str, model: str) -> tuple[float, float]:
     cold = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "What is this about?"}], 4,
                 model)
     warm = chat(url, [{"role": "system", "content": system}, {"role": "user", "content": "Summarize it."}], 4, model)
-    return {"one_stream": statistics.median(r[1] for r in one), "eight_streams": aggregate,
-            "ttft_cold": cold[0], "ttft_warm": warm[0]}
+    return cold[0], warm[0]
+
+
+def measure(url: str, system: str, model: str) -> dict:
+    one = [one_stream(url, model) for _ in range(REPEATS)]
+    aggregate = eight_streams(url, model)
+    cold, warm = ttft_cold_warm(url, system, model)
+    return {"one_stream": statistics.median(one), "eight_streams": aggregate, "ttft_cold": cold, "ttft_warm": warm}
 
 
 def wait_healthy(process: subprocess.Popen, url: str, what: str) -> None:
@@ -115,22 +137,61 @@ def wait_healthy(process: subprocess.Popen, url: str, what: str) -> None:
     raise RuntimeError(f"{what} did not become healthy")
 
 
-def run_server(command: list[str], what: str, system: str) -> dict:
-    port = free_port()
-    command = [part.replace("{port}", str(port)) for part in command]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(process, url, what)
-        model = command[command.index("--model") + 1] if "--model" in command else "m"  # slm serve checks it
-        chat(url, [{"role": "user", "content": "Hi"}], 4, model)  # warm-up (first-call allocations)
-        return measure(url, system, model)
-    finally:
-        process.terminate()
+class Server:
+    """One server process on a free port, up and warmed when the ``with`` block starts."""
+
+    def __init__(self, command: list[str], what: str):
+        self.port = free_port()
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.what = what
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model = command[command.index("--model") + 1] if "--model" in command else "m"  # slm serve checks it
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            process.wait(timeout=30)
+            wait_healthy(self.process, self.url, self.what)
+            chat(self.url, [{"role": "user", "content": "Hi"}], 4, self.model)  # warm-up (first-call allocations)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            self.process.kill()
+
+
+def run_server(command: list[str], what: str, system: str) -> dict:
+    with Server(command, what) as server:
+        return measure(server.url, system, server.model)
+
+
+def paired(commands: dict[str, list[str]], rounds: int, systems: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Every server up at once, asked in turns: per server, each metric's value in every round.
+    The order is rotated each round so no server always goes first (or right after another's
+    burst); each round's cold prompt is new to every server."""
+    names = list(commands)
+    values = {name: {"one_stream": [], "eight_streams": [], "ttft_cold": [], "ttft_warm": []} for name in names}
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(Server(command, name)) for name, command in commands.items()}
+        for index in range(rounds):
+            order = names[index % len(names):] + names[:index % len(names)]
+            if index % 2:
+                order.reverse()
+            for name in order:
+                values[name]["one_stream"].append(one_stream(servers[name].url, servers[name].model))
+            for name in order:
+                values[name]["eight_streams"].append(eight_streams(servers[name].url, servers[name].model))
+            for name in order:
+                cold, warm = ttft_cold_warm(servers[name].url, systems[index], servers[name].model)
+                values[name]["ttft_cold"].append(cold)
+                values[name]["ttft_warm"].append(warm)
+            print(f"  round {index + 1}/{rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    return values
 
 
 def llama_server_command(binary: str, gguf: Path) -> list[str]:
@@ -195,10 +256,35 @@ def generate_against_raw_llama(rounds: int = 3, tokens: int = 128) -> None:
           f"{mine / peer:.2f}x | {'yes' if mine / peer >= 0.95 else 'no'} |")
 
 
+def print_targets(mine: dict, peer: dict, torch_result: dict) -> None:
+    """The issue's targets, default `slm serve` against llama-server on the same file, from the
+    paired run: each argument maps a metric to its values round by round."""
+    def ratios(metric: str, other: dict) -> list[float]:
+        return [a / b for a, b in zip(mine[metric], other[metric], strict=True)]
+
+    faster_cold = {"ttft_cold": [min(a, b) for a, b in zip(torch_result["ttft_cold"], peer["ttft_cold"], strict=True)]}
+    checks = [("one stream >= 0.95x", ratios("one_stream", peer), 0.95, True),
+              ("8 streams >= 1.0x", ratios("eight_streams", peer), 1.0, True),
+              ("warm TTFT <= 2x", ratios("ttft_warm", peer), 2.0, False),
+              ("cold TTFT <= faster of PyTorch and llama-server", ratios("ttft_cold", faster_cold), 1.0, False)]
+    print("\n| target (default `slm serve` vs llama-server on the same file) | median ratio | range over rounds "
+          "| rounds met | met (median) |")
+    print("|---|---|---|---|---|")
+    for name, values, bound, at_least in checks:
+        ratio = statistics.median(values)
+        held = sum((v >= bound) if at_least else (v <= bound) for v in values)
+        met = ratio >= bound if at_least else ratio <= bound
+        print(f"| {name} | {ratio:.2f}x | {min(values):.2f}–{max(values):.2f}x | {held}/{len(values)} | "
+              f"{'yes' if met else 'no'} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llama-server", default=os.environ.get("SLM_LLAMA_SERVER"),
                         help="Path to llama.cpp's llama-server binary (or set SLM_LLAMA_SERVER).")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of the paired run (default 5).")
+    parser.add_argument("--paired-only", action="store_true",
+                        help="Only the paired run of the targets (no one-server-at-a-time table, no generate).")
     parser.add_argument("--generate-only", action="store_true",
                         help="Only compare `slm generate`'s decode speed with a bare llama.cpp loop.")
     args = parser.parse_args()
@@ -215,34 +301,53 @@ def main():
     if not peer:
         print("llama-server not found: the llama.cpp rows are skipped. Build it (docs/benchmarks.md) and pass "
               "--llama-server PATH or set SLM_LLAMA_SERVER.\n")
-    system = long_system_prompt()
+    systems = long_system_prompts(args.rounds + 1)
+    system = systems[-1]  # the one-at-a-time table's cold prompt: not one the paired run used
     default_plan = serving_plan("smollm2-135m")
     with tempfile.TemporaryDirectory() as scratch:
-        files = {"q4_k_m": export_gguf("smollm2-135m", "q4_k_m", Path(scratch) / "q4_k_m", check=False).path,
-                 "Q4_1 shipped": builtin_file("smollm2-135m"),
-                 "q8_0": export_gguf("smollm2-135m", "q8_0", Path(scratch) / "q8_0", check=False).path}
-        gguf = {name: (path / "model.gguf" if path.is_dir() else path) for name, path in files.items()}
+        gguf = {"Q4_1 shipped": builtin_file("smollm2-135m")}
         if default_plan["backend"] == "llamacpp" and default_plan["file"] != gguf["Q4_1 shipped"].name:
             from slmkit.references import resolve
 
             default_file = resolve("smollm2-135m", prefer_gguf=True).path  # e.g. the f16 file written at import
             gguf["default file"] = default_file / "model.gguf" if default_file.is_dir() else default_file
+        same_name = "default file" if "default file" in gguf else "Q4_1 shipped"
         default_row = f"`slm serve` (default: {default_plan['backend']}, {default_plan['file']})"
         torch_row = "`slm serve --backend torch` (PyTorch fp32)"
-        same_file_row = "`slm serve --backend llamacpp`, the same q4_k_m file"
-        peer_rows = {name: f"`llama-server -np 8`, {name}" for name in gguf}
-        # The rows the targets compare come first (in case a loaded machine cuts the run short).
-        rows = [(peer_rows["default file"], llama_server_command(peer, gguf["default file"]))
-                if peer and "default file" in gguf else None,
-                (peer_rows["Q4_1 shipped"], llama_server_command(peer, gguf["Q4_1 shipped"])) if peer else None,
-                (default_row, slm_serve_command("smollm2-135m", "auto")),
-                (torch_row, slm_serve_command("smollm2-135m", "torch")),
-                (peer_rows["q4_k_m"], llama_server_command(peer, gguf["q4_k_m"])) if peer else None,
-                (same_file_row, slm_serve_command(str(files["q4_k_m"]), "llamacpp")),
-                (peer_rows["q8_0"], llama_server_command(peer, gguf["q8_0"])) if peer else None]
-        rows = [row for row in rows if row is not None]
+        peer_rows = {name: f"`llama-server -np 8`, {name}" for name in ("default file", "Q4_1 shipped", "q4_k_m",
+                                                                          "q8_0")}
         print(f"SmolLM2-135M-Instruct, {THREADS} threads, {os.cpu_count()} cores, greedy; {TOKENS}-token streams; "
               f"~1,700-token system prompt; load average at the start {os.getloadavg()[0]:.1f}\n")
+        if peer:
+            commands = {default_row: slm_serve_command("smollm2-135m", "auto"),
+                        peer_rows[same_name]: llama_server_command(peer, gguf[same_name]),
+                        torch_row: slm_serve_command("smollm2-135m", "torch")}
+            print(f"Paired run: {len(commands)} servers up at once, asked in turns, {args.rounds} rounds", flush=True)
+            values = paired(commands, args.rounds, systems[:args.rounds])
+            print("\n| server (paired) | 1 stream tok/s | 8 streams tok/s | TTFT cold (s) | TTFT warm (s) |")
+            print("|---|---|---|---|---|")
+            for what, v in values.items():
+                m = {metric: statistics.median(series) for metric, series in v.items()}
+                print(f"| {what} | {m['one_stream']:.1f} | {m['eight_streams']:.1f} | {m['ttft_cold']:.2f} | "
+                      f"{m['ttft_warm']:.3f} |")
+            print(f"\n(medians over {args.rounds} rounds; load average at the end {os.getloadavg()[0]:.1f})")
+            print_targets(values[default_row], values[peer_rows[same_name]], values[torch_row])
+        if args.paired_only:
+            return
+        files = {"q4_k_m": export_gguf("smollm2-135m", "q4_k_m", Path(scratch) / "q4_k_m", check=False).path,
+                 "q8_0": export_gguf("smollm2-135m", "q8_0", Path(scratch) / "q8_0", check=False).path}
+        gguf.update({name: path / "model.gguf" for name, path in files.items()})
+        same_file_row = "`slm serve --backend llamacpp`, the same q4_k_m file"
+        rows = [(peer_rows[name], llama_server_command(peer, gguf[name])) if peer else None
+                for name in ("default file", "Q4_1 shipped") if name in gguf]
+        rows += [(default_row, slm_serve_command("smollm2-135m", "auto")),
+                 (torch_row, slm_serve_command("smollm2-135m", "torch")),
+                 (peer_rows["q4_k_m"], llama_server_command(peer, gguf["q4_k_m"])) if peer else None,
+                 (same_file_row, slm_serve_command(str(files["q4_k_m"]), "llamacpp")),
+                 (peer_rows["q8_0"], llama_server_command(peer, gguf["q8_0"])) if peer else None]
+        rows = [row for row in rows if row is not None]
+        print("\nEach server alone, one after another (every row of the issue's table; ratios between rows carry "
+              "the machine's drift between them):\n")
         print("| server | 1 stream tok/s | 8 streams tok/s | TTFT cold (s) | TTFT warm (s) | load average |")
         print("|---|---|---|---|---|---|", flush=True)
         results = {}
@@ -253,18 +358,6 @@ def main():
     generate_against_raw_llama()
     if not peer:
         return
-    same = results[peer_rows["default file" if "default file" in gguf else "Q4_1 shipped"]]
-    mine, torch_result = results[default_row], results[torch_row]
-    faster_cold = min(torch_result["ttft_cold"], same["ttft_cold"])
-    print("\n| target (default `slm serve` vs llama-server on the same file) | measured | met |")
-    print("|---|---|---|")
-    checks = [("one stream >= 0.95x", mine["one_stream"] / same["one_stream"], 0.95, True),
-              ("8 streams >= 1.0x", mine["eight_streams"] / same["eight_streams"], 1.0, True),
-              ("warm TTFT <= 2x", mine["ttft_warm"] / same["ttft_warm"], 2.0, False),
-              ("cold TTFT <= faster of PyTorch and llama-server", mine["ttft_cold"] / faster_cold, 1.0, False)]
-    for name, ratio, bound, at_least in checks:
-        met = ratio >= bound if at_least else ratio <= bound
-        print(f"| {name} | {ratio:.2f}x | {'yes' if met else 'no'} |")
     same_file, peer_q4km = results[same_file_row], results[peer_rows["q4_k_m"]]
     print(f"\nq4_k_m, slm serve --backend llamacpp / llama-server: one stream "
           f"{same_file['one_stream'] / peer_q4km['one_stream']:.2f}x, 8 streams "
