@@ -223,7 +223,7 @@ def generate_against_raw_llama(rounds: int = 3, tokens: int = 128) -> None:
     request = build_request(prompt, max_new_tokens=tokens, temperature=0.0)
     prompt_ids = engine.prepare(request)
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 256
+    params.n_ctx, params.n_batch, params.n_ubatch = 2048, 512, 512
     params.n_threads = params.n_threads_batch = THREADS
     params.no_perf = True
     with quiet_llama():  # its C-level log would otherwise flood the table

@@ -111,7 +111,7 @@ class LlamaCppEngine:
     """
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = 2,
-                 context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 256,
+                 context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 512,
                  max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
                  text_side: Path | None = None, prompt_lookup: bool = False):

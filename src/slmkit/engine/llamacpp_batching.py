@@ -58,6 +58,7 @@ class _Fed:
     first: int  # batch index of the slot's first token this step
     count: int
     draft: list[int]
+    row: int = -1  # row of llama.cpp's logits buffer of its first token that has logits
 
 
 class LlamaBatchScheduler:
@@ -200,7 +201,7 @@ class LlamaBatchScheduler:
 
     def _step(self) -> None:
         batch, fed = self.batch, []
-        used = 0
+        used = outputs = 0  # tokens in the batch; of them, those whose logits llama.cpp keeps
         for slot in self.active:
             if slot.prefilling:
                 continue
@@ -209,8 +210,9 @@ class LlamaBatchScheduler:
             draft = self._draft(slot, room=self.n_batch - used - 1)
             tokens = slot.todo + draft
             self._add(used, tokens, slot, logits=True)
-            fed.append(_Fed(slot, used, len(tokens), draft))
+            fed.append(_Fed(slot, used, len(tokens), draft, row=outputs))
             used += len(tokens)
+            outputs += len(tokens)
         for slot in self.active:
             if not slot.prefilling or used >= self.n_batch:
                 continue
@@ -219,8 +221,9 @@ class LlamaBatchScheduler:
             done = len(chunk) == len(slot.todo)
             if done:
                 batch.logits[used + len(chunk) - 1] = True
-            fed.append(_Fed(slot, used, len(chunk), [] if done else None))
+            fed.append(_Fed(slot, used, len(chunk), [] if done else None, row=outputs if done else -1))
             used += len(chunk)
+            outputs += done
         batch.n_tokens = used
         status = self.ll.llama_decode(self.ctx, batch)
         if status == 1:
@@ -228,6 +231,7 @@ class LlamaBatchScheduler:
                                "load the model with a larger kv_tokens or fewer concurrent requests")
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status} for a batch of {used} tokens")
+        self._rows = self._logits(outputs)
         for item in fed:
             try:
                 self._after_decode(item)
@@ -252,10 +256,15 @@ class LlamaBatchScheduler:
         count = min(slot.draft_tokens, state.max_new_tokens - len(state.generated) - 1, room)
         return slot.drafter.propose(state.all_ids, count) if count > 0 else []
 
-    def _logits(self, index: int) -> np.ndarray:
-        """A view of llama.cpp's logits row (valid until the next decode; the sampler only reads it)."""
-        pointer = self.ll.llama_get_logits_ith(self.ctx, index)
-        return np.ctypeslib.as_array(pointer, shape=(self.vocab_size,))
+    def _logits(self, outputs: int) -> np.ndarray:
+        """A view of llama.cpp's logits, one row per batch token that asked for them, in batch
+        order (valid until the next decode; the sampler only reads it). One call for the whole
+        step instead of one per row: every ctypes call gives up the GIL, and taking it back
+        from the server's threads cost more than the call itself."""
+        if not outputs:
+            return np.empty((0, self.vocab_size), dtype=np.float32)
+        pointer = self.ll.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(pointer, shape=(outputs, self.vocab_size))
 
     def _after_decode(self, item: _Fed) -> None:
         slot = item.slot
@@ -267,13 +276,13 @@ class LlamaBatchScheduler:
             slot.n_past += item.count
             slot.prefilling = False
             self._remember_prompt(slot)
-            self._emit(slot, self._logits(item.first + item.count - 1))
+            self._emit(slot, self._rows[item.row])
             return
         # Decoding: row r predicts the token after batch token r; drafts are kept while they agree.
         draft, accepted = item.draft, 0
         slot.state.stats.draft_tokens += len(draft)
         for row in range(len(draft) + 1):
-            token = self._emit(slot, self._logits(item.first + row))
+            token = self._emit(slot, self._rows[item.row + row])
             if token is None:
                 return  # finished; the sequence is already released
             if row < len(draft) and token == draft[row]:

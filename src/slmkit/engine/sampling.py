@@ -50,6 +50,15 @@ class Sampler:
         """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far.
 
         ``logits`` may be a view of the backend's own buffer: it is never written to."""
+        if self.greedy and self.grammar_state is None and self.repetition_penalty == 1.0:
+            # One pass over the row instead of two: argmax returns the first NaN if there is one,
+            # +inf if there is one, and a -inf when every score is -inf, so checking the chosen
+            # score finds a broken model as the full check in _processed does.
+            raw = _as_row(logits)
+            token = int(raw.argmax())
+            if not np.isfinite(raw[token]):
+                raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
+            return token
         scores = self._processed(logits, context_ids)
         if self.greedy:
             token = int(scores.argmax())
