@@ -151,6 +151,41 @@ def test_prefix_cache_reuses_a_shared_prefix_and_never_a_different_one(gguf_path
     assert reused[3] == len(prompts[3]) - 1, "a repeated prompt reuses all but its last token"
 
 
+def test_cached_prefixes_hold_no_kv_cells_between_requests_and_come_back_exactly(gguf_path):
+    """A cached prefix waits in host memory, not in the shared KV cache (where every later
+    prompt's attention would pass over it), and what is restored decodes like a fresh prefill,
+    also for two requests restoring the same prefix at once."""
+    system = "You answer questions about the sea, the wind, the long grey waves and the ships. " * 3
+
+    def ask(question):
+        return GenerationRequest(messages=[{"role": "system", "content": system},
+                                           {"role": "user", "content": question}], max_new_tokens=12)
+
+    questions = ["hi", "Why?", "Where?", "When?"]
+    fresh = _engine(gguf_path, prefix_cache_tokens=0)
+    want = [_ids(list(fresh.stream(ask(q)))) for q in questions]
+    fresh.close()
+    engine = _engine(gguf_path, kv_tokens=2048, prefix_cache_tokens=1024)
+    scheduler = engine.scheduler
+
+    def cells_in_use() -> int:  # asked of llama.cpp itself, over every sequence id it has
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(scheduler.ctx)
+        return sum(llama_cpp.llama_memory_seq_pos_max(memory, seq) + 1
+                   for seq in range(llama_cpp.llama_n_seq_max(scheduler.ctx)))
+
+    assert _ids(list(engine.stream(ask(questions[0])))) == want[0]
+    assert len(scheduler.prefix_cache.entries) == 1
+    assert cells_in_use() == 0, "the cached prefix should not occupy KV cells"
+    assert _ids(list(engine.stream(ask(questions[1])))) == want[1]
+    before = scheduler.prefix_cache.reused_tokens
+    assert _concurrently(engine, [ask(q) for q in questions[2:]]) == want[2:]
+    assert scheduler.prefix_cache.reused_tokens - before > 0, "the concurrent requests should restore the prefix"
+    assert cells_in_use() == 0
+    engine.close()
+
+
 def test_prefix_cache_is_bounded_and_evicts_least_recently_used():
     from slmkit.engine.prefix_cache import PrefixCache
 

@@ -102,9 +102,10 @@ class LlamaCppEngine:
 
     ``batch_size`` is llama.cpp's ``n_batch`` (tokens per decode call: prompt chunks plus one
     token per running stream) and ``ubatch_size`` its ``n_ubatch`` (tokens per matrix kernel
-    call); ``max_batch_size`` streams run at once; ``kv_tokens`` is the shared KV cache (all
-    streams and cached prefixes, default the model's context); ``prefix_cache_tokens`` bounds
-    the prompt prefixes kept for reuse (0 turns the cache off). ``draft`` names a small model
+    call); ``max_batch_size`` streams run at once; ``kv_tokens`` is the KV cache the running
+    streams share (default the model's context); ``prefix_cache_tokens`` bounds the prompt
+    prefixes whose KV is kept in host memory for reuse (default half the context; 0 turns the
+    cache off; SmolLM2-135M's f16 KV is ~23 KB per token). ``draft`` names a small model
     with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
     honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``text_side`` is
     the directory of HF tokenizer files when they do not lie beside the GGUF.
@@ -151,8 +152,8 @@ class LlamaCppEngine:
         params.n_batch = batch_size
         params.n_ubatch = min(ubatch_size, batch_size)
         params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = max_batch_size + prefix_cache_entries + 2
-        params.kv_unified = True  # one pool of KV cells: shared prefixes are not copied
+        params.n_seq_max = max_batch_size + 2  # the scheduler's sequence ids (cached prefixes live in host memory)
+        params.kv_unified = True  # one pool of KV cells for all sequences, sized by kv_tokens
         params.no_perf = True
         try:
             with quiet_llama():
