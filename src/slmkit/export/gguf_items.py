@@ -71,10 +71,11 @@ def add_item_vocabulary(writer, tokens: list[str], token_types: list[int], confi
     writer.add_add_space_prefix(False)
 
 
-# Largest |next-item score difference| an unquantized recommender GGUF may show against PyTorch
-# in llama.cpp: f16 weights (and llama.cpp's f16 activations in their products) round scores
-# by about 1e-3 of their size (measured in docs/recommend.md).
-ITEM_SCORE_TOLERANCE = {"f32": 1e-3, "f16": 2e-2}
+# Largest |next-item score difference| an unquantized recommender GGUF may show against PyTorch.
+# llama.cpp keeps its KV cache in f16 by default, so even an f32 file rounds: measured on the
+# ml-100k recommender (scores from -5 to 5) 1.2e-3 for f32 (2e-6 with an f32 cache) and 3.0e-3
+# for f16; about 4x margin.
+ITEM_SCORE_TOLERANCE = {"f32": 5e-3, "f16": 1e-2}
 
 
 def gguf_item_parity(source: Path, gguf_file: Path, quant: str, threads: int) -> dict:
