@@ -48,8 +48,9 @@ def _report(result, json_output: bool) -> None:
         return
     if parity.get("kind") == "item_scores":  # a recommender (export/__init__.py: item_score_parity)
         verdict = "[green]passed[/green]" if parity["passed"] else "[red]FAILED[/red]"
+        budget = "" if parity.get("tolerance") is None else f" (tolerance {parity['tolerance']:.0e})"
         out.print(f"parity {verdict}: next-item scores of {parity['histories']} random histories, largest difference "
-                  f"{parity['max_abs_difference']:.2e}; top-10 identical {parity['top10_identical']}/"
+                  f"{parity['max_abs_difference']:.2e}{budget}; top-10 identical {parity['top10_identical']}/"
                   f"{parity['histories']}, overlap {parity['top10_overlap']:.0%}")
         return
     ppl = parity["perplexity"]
@@ -76,7 +77,8 @@ def export_gguf(
     """Write a GGUF file (tokenizer and chat template inside) and quantize it with llama.cpp.
 
     The artifact directory holds model.gguf (usable as is by llama.cpp and Ollama), the
-    tokenizer files and slm.json with the parity checks.
+    tokenizer files and slm.json with the parity checks. For a recommender the item catalogue
+    is the file's vocabulary, catalogue.json goes beside it and the check compares next-item scores.
 
     Example: [bold]slm export gguf smollm2-135m --quant q4_k_m[/bold]
     """

@@ -8,6 +8,10 @@ through llama-cpp-python), so the quantized tensors are exactly what ``llama-qua
 The exported artifact is a directory: ``model.gguf`` (self-contained; copy it anywhere), the
 HF tokenizer files (the engine's text side uses them, so detokenizing and stop strings match
 the PyTorch backend) and ``slm.json``.
+
+A recommender (``slm recommend train``) has no tokenizer: its vocabulary is its item catalogue,
+so the file gets one token per catalogue entry instead (:mod:`slmkit.export.gguf_items`), the export
+carries ``catalogue.json``, and the check compares next-item scores, not text.
 """
 
 from __future__ import annotations
@@ -146,15 +150,23 @@ def write_float_gguf(source: Path, out_file: Path, name: str, float16: bool) -> 
     import gguf
     from transformers import AutoConfig, AutoTokenizer
 
+    from slmkit.export import is_item_model
+
     logging.getLogger("gguf").setLevel(logging.WARNING)  # its INFO lines name temp files
     config = AutoConfig.from_pretrained(str(source))
     check_llama_config(config)
-    tokenizer_json = json.loads((Path(source) / "tokenizer.json").read_text())
-    pre = tokenizer_pre(tokenizer_json)
-    tokens, token_types = vocabulary(tokenizer_json)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    if not tokenizer.chat_template:
-        raise InvalidRequestError(f"{source} has no chat template; GGUF users would get no chat format.")
+    items = is_item_model(source)
+    if items:
+        from slmkit.export.gguf_items import item_vocabulary
+
+        tokens, token_types = item_vocabulary(source, config)
+    else:
+        tokenizer_json = json.loads((Path(source) / "tokenizer.json").read_text())
+        pre = tokenizer_pre(tokenizer_json)
+        tokens, token_types = vocabulary(tokenizer_json)
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        if not tokenizer.chat_template:
+            raise InvalidRequestError(f"{source} has no chat template; GGUF users would get no chat format.")
 
     writer = gguf.GGUFWriter(str(out_file), "llama")
     writer.add_name(name)
@@ -173,6 +185,26 @@ def write_float_gguf(source: Path, out_file: Path, name: str, float16: bool) -> 
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(QUANT_TYPES["f16" if float16 else "f32"])
 
+    if items:
+        from slmkit.export.gguf_items import add_item_vocabulary
+
+        add_item_vocabulary(writer, tokens, token_types, config)
+    else:
+        add_text_vocabulary(writer, source, pre, tokens, token_types, tokenizer)
+
+    for tensor_name, data in gguf_tensors(source, config, float16):
+        writer.add_tensor(tensor_name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def add_text_vocabulary(writer, source: Path, pre: str, tokens: list[str], token_types: list[int],
+                        tokenizer) -> None:
+    """Write a text model's byte-level BPE vocabulary, merges, special ids and chat template."""
+    import gguf
+
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
@@ -185,13 +217,6 @@ def write_float_gguf(source: Path, out_file: Path, name: str, float16: bool) -> 
         if eot != tokenizer.eos_token_id:
             writer.add_eot_token_id(eot)
             break
-
-    for tensor_name, data in gguf_tensors(source, config, float16):
-        writer.add_tensor(tensor_name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 def end_of_turn_ids(source: Path, tokenizer) -> list[int]:
@@ -266,7 +291,15 @@ def export_gguf(reference: str, quant: str = "q4_k_m", output: str | Path | None
     file inside is ``model.gguf``. With ``check`` the parity checks run and land in the card.
     """
     from slmkit.artifact import finalize_card, staged_directory
-    from slmkit.export import ExportResult, copy_text_side, export_card, no_progress, output_path, resolve_source
+    from slmkit.export import (
+        ExportResult,
+        copy_text_side,
+        export_card,
+        is_item_model,
+        no_progress,
+        output_path,
+        resolve_source,
+    )
 
     progress = progress or no_progress
     check_quant(quant)
@@ -287,7 +320,12 @@ def export_gguf(reference: str, quant: str = "q4_k_m", output: str | Path | None
         metrics = {"gguf_size_bytes": final.stat().st_size, "tensor_types": tensor_types(final)}
         if check:
             progress("checking parity with the PyTorch model", 2, steps)
-            metrics["parity"] = gguf_parity(source.path, final, quant, threads)
+            if is_item_model(source.path):  # a recommender: item scores, not text
+                from slmkit.export.gguf_items import gguf_item_parity
+
+                metrics["parity"] = gguf_item_parity(source.path, final, quant, threads)
+            else:
+                metrics["parity"] = gguf_parity(source.path, final, quant, threads)
         progress("writing card", steps - 1, steps)
         card = export_card(source, destination.name, staging, "gguf", quant,
                            {"quant": quant, "threads": threads, "check": check}, metrics)
