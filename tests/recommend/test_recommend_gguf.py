@@ -23,6 +23,7 @@ def _perturbed_copy(source, folder):
 
 def test_gguf_export_loads_in_llama_cpp_and_scores_like_pytorch(trained, tmp_path):
     from slmkit.engine.llamacpp_backend import open_llama
+    from slmkit.errors import InvalidRequestError
     from slmkit.export.gguf import GGUF_FILE, export_gguf
     from slmkit.recommend.model import FIRST_ITEM, START_ID, score_histories
     from slmkit.recommend.predict import load_recommender
@@ -52,6 +53,8 @@ def test_gguf_export_loads_in_llama_cpp_and_scores_like_pytorch(trained, tmp_pat
         llm.close()
     assert torch.allclose(got, want, atol=1e-3)
     assert int(got.argmax()) == int(want.argmax()) == catalogue.index["i6"]
+    with pytest.raises(InvalidRequestError, match="GGUF export of a recommender"):
+        load_recommender(exported.path / GGUF_FILE)  # says what the file is, not "no catalogue.json"
 
 
 @pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_k_m"])

@@ -50,6 +50,11 @@ def load_recommender(reference: str | Path, threads: int | None = None) -> Recom
     if threads:
         torch.set_num_threads(threads)
     resolved = resolve(reference)
+    folder = resolved.path if resolved.path.is_dir() else resolved.path.parent
+    if resolved.format != "hf" and is_recommender(folder):
+        raise InvalidRequestError(f"{reference} is a {resolved.format.upper()} export of a recommender, made to run on a "
+                                  "device (docs/recommend.md#export); recommend with the recommender it was exported "
+                                  "from (its slm.json names the source).")
     if resolved.format != "hf" or not is_recommender(resolved.path):
         raise InvalidRequestError(f"{reference} is not a recommender (it has no catalogue.json). Train one with "
                                   "`slm recommend train LOGS --name NAME`.")
