@@ -184,6 +184,12 @@ def test_cached_prefixes_hold_no_kv_cells_between_requests_and_come_back_exactly
     assert scheduler.prefix_cache.reused_tokens - before > 0, "the concurrent requests should restore the prefix"
     assert cells_in_use() == 0
     engine.close()
+    small = _engine(gguf_path, prefix_cache_tokens=1024, prefix_cache_entries=2)
+    for question in questions:
+        list(small.stream(ask(question)))
+    assert len(small.scheduler.prefix_cache.entries) == 2
+    assert set(small.scheduler.saved) == set(small.scheduler.prefix_cache.entries), "evicted entries keep no memory"
+    small.close()
 
 
 def test_prefix_cache_is_bounded_and_evicts_least_recently_used():
