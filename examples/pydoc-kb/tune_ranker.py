@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import numpy as np
 POOL = 6  # candidate sentences recorded per question
 
 
-def collect(kb: str, qa: Path, out: Path, model: str) -> None:
+def collect(kb: str, qa: Path, out: Path, model: str, pmi: bool, threads: int) -> None:
     from slmkit.cli.common import quiet_libraries
 
     quiet_libraries()
@@ -51,7 +52,7 @@ def collect(kb: str, qa: Path, out: Path, model: str) -> None:
     if out.exists():
         done = {json.loads(line)["question"] for line in out.read_text().splitlines() if line.strip()}
     embedder = default_embedder()
-    engine = load_engine(model)
+    engine = load_engine(model, threads=threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     for item in read_qa(qa):
         if item.question in done:
@@ -62,7 +63,7 @@ def collect(kb: str, qa: Path, out: Path, model: str) -> None:
         pool = specialist.candidate_sentences(kb, item.question, embedder, count=POOL, hits=hits)
         texts = [c.text for c in pool]
         likelihoods = select.question_likelihoods(engine, item.question, texts)
-        pmis = select.answer_pmis(engine, item.question, texts)
+        pmis = select.answer_pmis(engine, item.question, texts) if pmi else [None] * len(texts)
         row = {"question": item.question, "answerable": item.answerable, "keywords": item.answer_keywords,
                "similarity": similarity, "coverage": coverage,
                "keyterm_score": abstention_score("select", similarity, coverage),
@@ -87,7 +88,7 @@ def features(row: dict, candidates: int) -> np.ndarray:
     pool = row["candidates"][:candidates]
     matrix = candidate_features(row["question"], [c["text"] for c in pool], [c["source"] for c in pool],
                                 [c["similarity"] for c in pool], [c["likelihood"] for c in pool],
-                                [c["pmi"] for c in pool])
+                                [c["pmi"] if c["pmi"] is not None else math.nan for c in pool])
     assert matrix.shape == (len(pool), len(FEATURES))
     return matrix
 
@@ -152,7 +153,11 @@ def report(sets: dict[str, Path]) -> None:
              "cosine + likelihood (current rule)": {"similarity": 1, "likelihood": 1},
              "pmi": {"pmi": 1}, "cosine + pmi": {"similarity": 1, "pmi": 1},
              "cosine + likelihood + pmi": {"similarity": 1, "likelihood": 1, "pmi": 1},
-             "cosine + likelihood + overlap": {"similarity": 1, "likelihood": 1, "overlap": 1}}
+             "cosine + likelihood + overlap": {"similarity": 1, "likelihood": 1, "overlap": 1},
+             "cosine + overlap (no model)": {"similarity": 1, "overlap": 1}}
+    has_pmi = all(c["pmi"] is not None for rows in data.values() for r in rows for c in r["candidates"])
+    if not has_pmi:  # collected with --no-pmi
+        mixes = {label: w for label, w in mixes.items() if "pmi" not in w}
     for candidates in (3, 4, 6):
         for label, weights in mixes.items():
             counts = [count_correct(data[n], candidates, lambda row, m, w=weights: sum(
@@ -164,7 +169,9 @@ def report(sets: dict[str, Path]) -> None:
     feature_sets = {"cosine, likelihood": ["similarity", "likelihood"],
                     "cosine, likelihood, pmi": ["similarity", "likelihood", "pmi"],
                     "cosine, likelihood, overlap": ["similarity", "likelihood", "overlap"],
-                    "all": list(FEATURES)}
+                    "no model: cosine, overlap, rank, chunk, length": ["similarity", "overlap", "rank", "chunk", "length"],
+                    "all": [f for f in FEATURES if has_pmi or f != "pmi"]}
+    feature_sets = {label: f for label, f in feature_sets.items() if has_pmi or "pmi" not in f}
     for candidates in (4, 6):
         for label, chosen in feature_sets.items():
             columns = [column[f] for f in chosen]
@@ -206,11 +213,13 @@ def main() -> None:
     run.add_argument("qa", type=Path)
     run.add_argument("out", type=Path)
     run.add_argument("--model", default="smollm2-135m")
+    run.add_argument("--threads", type=int, default=1, help="model threads (1: no spinning on a busy machine)")
+    run.add_argument("--no-pmi", action="store_true", help="skip the PMI feature (two thirds of the model's work)")
     show = commands.add_parser("report")
     show.add_argument("sets", nargs="+", help="NAME=FEATURES.jsonl for each tuning set")
     args = parser.parse_args()
     if args.command == "collect":
-        collect(args.kb, args.qa, args.out, args.model)
+        collect(args.kb, args.qa, args.out, args.model, not args.no_pmi, args.threads)
     else:
         report({s.split("=", 1)[0]: Path(s.split("=", 1)[1]) for s in args.sets})
 
