@@ -193,3 +193,14 @@ def test_cli_ask_says_which_model_answered(support_kb, tiny_model_dir):
     assert json.loads(result.stdout)["answered_by"] == tiny_model_dir.name
     quoted = CliRunner().invoke(app, ["kb", "ask", support_kb, question, "--mode", "quote", "--json"])
     assert json.loads(quoted.stdout)["answered_by"] == "quote (no model)"
+
+
+def test_cli_eval_takes_a_thread_count_and_refuses_zero(support_kb, qa_file, tiny_model_dir):
+    from slmkit.cli import app
+
+    result = CliRunner().invoke(app, ["kb", "eval", support_kb, str(qa_file), "--mode", "select", "--model",
+                                      str(tiny_model_dir), "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "select"
+    refused = CliRunner().invoke(app, ["kb", "eval", support_kb, str(qa_file), "--threads", "0"])
+    assert refused.exit_code != 0 and "--threads" in refused.output
