@@ -72,12 +72,51 @@ def test_question_likelihoods_scored_together_equal_each_scored_alone(tiny_engin
 def test_ranking_follows_the_likelihood_when_the_embedding_has_no_weight(tiny_engine):
     texts = ["Refunds take 14 days.", "The widget is blue.", "Invoices are sent monthly.", "Warranty: two years."]
     candidates = [select.Candidate(n, t, similarity=0.5 - 0.1 * n) for n, t in enumerate(texts)]
-    ranked = select.rank_candidates(tiny_engine, "How long do refunds take?", candidates, embedding_weight=0.0)
+    ranked = select.rank_candidates(tiny_engine, "How long do refunds take?", candidates, {"likelihood": 1.0})
     likelihoods = [c.likelihood for c in ranked]
     assert likelihoods == sorted(likelihoods, reverse=True)
     # With a dominant embedding weight the cosine order wins instead.
-    ranked = select.rank_candidates(tiny_engine, "How long do refunds take?", candidates, embedding_weight=100.0)
+    ranked = select.rank_candidates(tiny_engine, "How long do refunds take?", candidates,
+                                    {"likelihood": 1.0, "similarity": 100.0})
     assert [c.text for c in ranked] == texts
+
+
+def test_answer_pmi_is_the_answer_logprob_after_the_question_minus_after_no_question(tiny_engine):
+    question, sentences = "How long do refunds take?", ["Refunds take 14 days.", "The widget is blue."]
+
+    def mean_after(prefix: str, sentence: str) -> float:
+        prompt, answer = tiny_engine.tokenize(prefix), tiny_engine.tokenize(f" {sentence}")
+        return float(np.mean(tiny_engine.token_logprobs(prompt + answer)[len(prompt) - 1:]))
+
+    expected = [mean_after(f"Question: {question}\nAnswer:", s) - mean_after("Answer:", s) for s in sentences]
+    assert select.answer_pmis(tiny_engine, question, sentences) == pytest.approx(expected, abs=1e-4)
+    ranked = select.rank_candidates(tiny_engine, question, [select.Candidate(n, t, 0.5) for n, t in enumerate(sentences)],
+                                    {"pmi": 1.0})
+    assert [c.text for c in ranked] == [sentences[int(np.argmax(expected))], sentences[int(np.argmin(expected))]]
+
+
+def test_candidate_features_columns():
+    texts = ["Refunds take 14 days to reach the card.", "The widget is blue.", "Refunds are rare."]
+    matrix = select.candidate_features("How long do refunds take to reach my card?", texts, [0, 2, 1],
+                                       [0.9, 0.5, 0.7], [-1.0, -3.0, float("-inf")], [0.5, 0.5, 0.5])
+    column = {name: matrix[:, i] for i, name in enumerate(select.FEATURES)}
+    assert matrix.shape == (3, len(select.FEATURES))
+    assert column["similarity"] == pytest.approx(select.standardize([0.9, 0.5, 0.7]))
+    assert column["likelihood"][0] > column["likelihood"][1] > column["likelihood"][2]  # -inf is the worst, not nan
+    assert list(column["pmi"]) == [0.0, 0.0, 0.0]  # no spread, no signal
+    # key terms: refunds, reach, card ("how long", "do", "take", "to", "my" are question or function words)
+    assert list(column["overlap"]) == pytest.approx([1.0, 0.0, 1 / 3])
+    assert list(column["rank"]) == [0, 1, 2] and list(column["chunk"]) == [0, 2, 1]
+    assert column["length"] == pytest.approx(np.log([len(t) for t in texts]))
+
+
+def test_ranking_by_key_term_overlap_needs_no_model_and_unknown_features_are_refused():
+    texts = ["The widget is blue.", "Refunds take 14 days to reach the card."]
+    candidates = [select.Candidate(n, t, similarity=0.9 - 0.1 * n) for n, t in enumerate(texts)]
+    ranked = select.rank_candidates(None, "How long do refunds take?", candidates, {"overlap": 1.0})
+    assert [c.text for c in ranked] == [texts[1], texts[0]]
+    with pytest.raises(ValueError, match="Unknown ranking features"):
+        select.rank_candidates(None, "How long do refunds take?", candidates, {"bm25": 1.0})
 
 
 def result(confidence: float, answerable: bool, correct: bool = True, dont_know: bool = False) -> QAResult:
@@ -154,3 +193,14 @@ def test_cli_ask_says_which_model_answered(support_kb, tiny_model_dir):
     assert json.loads(result.stdout)["answered_by"] == tiny_model_dir.name
     quoted = CliRunner().invoke(app, ["kb", "ask", support_kb, question, "--mode", "quote", "--json"])
     assert json.loads(quoted.stdout)["answered_by"] == "quote (no model)"
+
+
+def test_cli_eval_takes_a_thread_count_and_refuses_zero(support_kb, qa_file, tiny_model_dir):
+    from slmkit.cli import app
+
+    result = CliRunner().invoke(app, ["kb", "eval", support_kb, str(qa_file), "--mode", "select", "--model",
+                                      str(tiny_model_dir), "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"] == "select"
+    refused = CliRunner().invoke(app, ["kb", "eval", support_kb, str(qa_file), "--threads", "0"])
+    assert refused.exit_code != 0 and "--threads" in refused.output

@@ -217,6 +217,8 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
             details: Annotated[Path | None, typer.Option(help="Also write every question's answer to this JSONL file.")] = None,  # noqa: E501
             plot: Annotated[Path | None, typer.Option(help="Write a PNG of accuracy, abstention and false abstention "
                                                            "against the abstention threshold.")] = None,
+            threads: Annotated[int | None, typer.Option(help="Model threads (default: the backend's; 1 keeps llama.cpp "
+                                                             "from spinning on a busy machine).", min=1)] = None,
             json_output: JsonFlag = False) -> None:
     """Measure retrieval recall@1/@5, answer accuracy, abstention, false abstention and latency per QA set.
 
@@ -239,7 +241,8 @@ def kb_eval(sets: Annotated[list[str], typer.Argument(
     if not modes or any(m not in MODES for m in modes):
         raise InvalidRequestError(f"--mode takes {', '.join(MODES)} (comma-separated for several), got {mode!r}.")
     pairs = [(sets[i], Path(sets[i + 1])) for i in range(0, len(sets), 2)]
-    engines = {m: load_with_progress(m) for m in models} if any(m != "quote" for m in modes) else {}
+    options = {"threads": threads} if threads else {}
+    engines = {m: load_with_progress(m, **options) for m in models} if any(m != "quote" for m in modes) else {}
     runs = [(m, one_mode) for one_mode in modes for m in (models if one_mode != "quote" else models[:1])]
     reports = []
     with _progress_bar() as progress:

@@ -16,6 +16,7 @@ one or two sentences) were chosen on the tuning set (``examples/pydoc-kb``) only
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from slmkit.engine.scoring import score_continuations
 
 CANDIDATES = 3  # sentences scored by the model per question (the closest by embedding similarity)
 SENTENCE_CHARS = 300  # a candidate longer than this is cut at a word boundary before scoring and answering
-EMBEDDING_WEIGHT = 1.0  # weight of the standardized cosine similarity beside the standardized likelihood
+FEATURES = ("similarity", "likelihood", "pmi", "overlap", "rank", "chunk", "length")  # see candidate_features
+# Weights of the ranking features (names of FEATURES), chosen on the tuning sets by
+# examples/pydoc-kb/tune_ranker.py: the standardized cosine similarity plus the standardized question likelihood.
+RANKER_WEIGHTS = {"similarity": 1.0, "likelihood": 1.0}
 ANSWER_SENTENCES = 2  # how many of the best sentences make the answer
 
 
@@ -97,24 +101,62 @@ def standardize(values: list[float]) -> np.ndarray:
     return (array - array.mean()) / spread if spread > 1e-9 else np.zeros_like(array)
 
 
-def rank_candidates(engine: Engine, question: str, candidates: list[Candidate],
-                    embedding_weight: float = EMBEDDING_WEIGHT) -> list[Candidate]:
-    """Score every candidate with the model and return them best first.
+def answer_pmis(engine: Engine, question: str, sentences: list[str]) -> list[float]:
+    """How much more likely each sentence is as an answer to ``question`` than with no question: its
+    mean token log-probability after ``Question: Q\nAnswer:`` minus after ``Answer:`` alone (a
+    pointwise mutual information; the second term removes a sentence's own plainness, which the
+    first alone rewards). Each prompt is computed once for all sentences (``score_continuations``)."""
+    continuations = [engine.tokenize(f" {sentence}") for sentence in sentences]
+    if not continuations:
+        return []
+    asked = score_continuations(engine, engine.tokenize(f"Question: {question.strip()}\nAnswer:"), continuations)
+    plain = score_continuations(engine, engine.tokenize("Answer:"), continuations)
+    return [float(np.mean(a)) - float(np.mean(p)) if c else float("-inf")
+            for a, p, c in zip(asked, plain, continuations, strict=True)]
 
-    The score is the standardized question likelihood plus ``embedding_weight`` times the
-    standardized cosine similarity (both standardized over this question's candidates, so the
-    two scales mix without calibration).
+
+def rank_candidates(engine: Engine, question: str, candidates: list[Candidate],
+                    weights: dict[str, float] | None = None) -> list[Candidate]:
+    """Score every candidate and return them best first.
+
+    The score is ``candidate_features`` (standardized over this question's candidates where the
+    scales differ) weighted by ``weights`` (names of ``FEATURES``; default ``RANKER_WEIGHTS``).
+    The model runs only for the features that have a weight.
     """
-    for candidate, likelihood in zip(candidates, question_likelihoods(engine, question, [c.text for c in candidates]),
-                                     strict=True):
-        candidate.likelihood = likelihood
+    weights = RANKER_WEIGHTS if weights is None else weights
+    unknown = set(weights) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"Unknown ranking features {sorted(unknown)}; use names of {FEATURES}.")
     if not candidates:
         return []
-    finite = [c.likelihood if np.isfinite(c.likelihood) else -1e9 for c in candidates]
-    scores = standardize(finite) + embedding_weight * standardize([c.similarity for c in candidates])
-    for candidate, score in zip(candidates, scores, strict=True):
-        candidate.score = float(score)
+    texts = [c.text for c in candidates]
+    likelihoods = question_likelihoods(engine, question, texts) if weights.get("likelihood") else [math.nan] * len(texts)
+    pmis = answer_pmis(engine, question, texts) if weights.get("pmi") else [math.nan] * len(texts)
+    matrix = candidate_features(question, texts, [c.source for c in candidates], [c.similarity for c in candidates],
+                                likelihoods, pmis)
+    scores = matrix @ np.array([weights.get(name, 0.0) for name in FEATURES])
+    for candidate, likelihood, score in zip(candidates, likelihoods, scores, strict=True):
+        candidate.likelihood, candidate.score = float(likelihood), float(score)
     return sorted(candidates, key=lambda c: -c.score)
+
+
+def candidate_features(question: str, texts: list[str], sources: list[int], similarities: list[float],
+                       likelihoods: list[float], pmis: list[float]) -> np.ndarray:
+    """One row per candidate, one column per name of ``FEATURES``: the cosine similarity, the
+    question likelihood and the answer's pointwise mutual information with the question, each
+    standardized over this question's candidates; the share of the question's key terms in the
+    sentence; the candidate's rank by similarity and its chunk's rank (0 = best); the log length."""
+    from slmkit.kb.answer import term_coverage
+
+    count = len(texts)
+
+    def finite(values: list[float]) -> list[float]:
+        return [value if np.isfinite(value) else -1e9 for value in values]
+
+    columns = [standardize(similarities), standardize(finite(likelihoods)), standardize(finite(pmis)),
+               [term_coverage(question, [text]) for text in texts], np.arange(count), sources,
+               np.log([max(len(text), 1) for text in texts])]
+    return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns]) if count else np.zeros((0, len(FEATURES)))
 
 
 def format_answer(best: list[Candidate]) -> str:
