@@ -4,8 +4,12 @@ Rows, all on the same gold file (default: the held-out split of `make example-do
 never used in training or tuning):
 - ``regex``: label regexes only, no model (slmkit.docs.extract.regex_baseline);
 - ``base``: the base model (SmolLM2-135M-Instruct) without the JSON constraint: the peer;
-- ``base-constrained``: the base model with the constraint;
-- ``tuned``: the fine-tuned specialist with the constraint (`slm docs extract -m docs-extractor`).
+- ``base-constrained``: the base model with the JSON constraint, string fields free text;
+- ``base-copy``: the base model, each string field one of the document's spans of its kind;
+- ``tuned-free``: the fine-tuned specialist with the JSON constraint, string fields free text;
+- ``tuned``: the fine-tuned specialist as `slm docs extract -m docs-extractor` runs it (each
+  string field one of the document's spans of its kind).
+Kind accuracy is the same classifier in every model row (minilm-l6 centroids, slmkit.docs.classify).
 
 Each row's scores are kept in a JSON file beside the data as soon as the row is done, so a killed
 run continues with the rows still missing, and rows can be measured by separate invocations
@@ -37,30 +41,38 @@ import statistics
 import time
 from pathlib import Path
 
-ROWS = ("regex", "base", "base-constrained", "tuned")
+ROWS = ("regex", "base", "base-constrained", "base-copy", "tuned-free", "tuned")
 
 
 def row_label(row: str, base: str, tuned: str) -> str:
     return {"regex": "regex baseline (no model)", "base": f"{base}, no constraint (peer)",
-            "base-constrained": f"{base}, JSON constraint", "tuned": f"{tuned} (LoRA), JSON constraint"}[row]
+            "base-constrained": f"{base}, JSON constraint", "base-copy": f"{base}, JSON + copy constraint",
+            "tuned-free": f"{tuned} (LoRA), JSON constraint",
+            "tuned": f"{tuned} (LoRA), JSON + copy constraint"}[row]
 
 
 def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) -> dict:
     from slmkit.docs.classify import classify_pages
     from slmkit.docs.evaluate import evaluate_docs
     from slmkit.docs.extract import extract_pages, regex_baseline
+    from slmkit.embeddings import load_embedding_model
     from slmkit.engine import load_engine
 
     started = time.perf_counter()
     if row == "regex":
         report = evaluate_docs(gold, regex_baseline, limit=limit)
     else:
-        engine = load_engine(tuned if row == "tuned" else base, threads=2)
-        constrained = row != "base"
+        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prompt_lookup=True)
+        embedder = load_embedding_model("minilm-l6", threads=2)
+        constrained, copy = row != "base", row in ("base-copy", "tuned")
         report = evaluate_docs(
-            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, with_confidence=False),
-            classify=lambda pages: classify_pages(pages, engine)["kind"], limit=limit)
+            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, copy=copy,
+                                                      with_confidence=False),
+            classify=lambda pages: classify_pages(pages, engine, embedder=embedder)["kind"], limit=limit)
         engine.close()
+    # Per-document values and hits beside the scores, to see where the errors are (on dev).
+    details = gold.parent.parent / f"details-{gold.parent.name}-{limit or 'all'}-{row}.jsonl"
+    details.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.results), encoding="utf-8")
     return {**report.summary(), "minutes": (time.perf_counter() - started) / 60}
 
 
