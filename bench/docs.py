@@ -136,6 +136,38 @@ def mask_cost(model: str, gold: Path, rounds: int) -> dict:
     return {"ms_per_token": statistics.median(timings), "answers": len(timings)}
 
 
+def copy_ceiling(gold: Path, limit: int | None) -> dict:
+    """No model: the share of gold fields some candidate span (or null) of the copy constraint
+    normalizes to, i.e. the best field accuracy an extractor choosing among the spans can get; the
+    mean number of spans per field; and the classifier's kind accuracy (minilm-l6 centroids)."""
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.extract import document_candidates
+    from slmkit.docs.normalize import normalize, same_value
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.embeddings import load_embedding_model
+
+    embedder = load_embedding_model("minilm-l6", threads=2)
+    reachable, total, spans_seen, kinds_right, items = {}, {}, [], 0, read_gold(gold)[:limit]
+    for item in items:
+        pages, schema = read_pages(item["path"]), load_schema(item["kind"])
+        kinds_right += classify_pages(pages, None, embedder=embedder)["kind"] == item["kind"]
+        spans = document_candidates(pages, schema)
+        for field in schema.fields:
+            want = item["fields"].get(field.name)
+            options = field.choices if field.choices else spans[field.name]
+            spans_seen += [len(options)] if options is not None else []
+            kind = field.kind if field.kind != "choice" else "text"
+            hit = want is None or options is None or any(  # free text (None) can write anything
+                same_value(field.kind, normalize(kind, o) if isinstance(o, str) else o, want) for o in options)
+            for key in (item["kind"], "*"):
+                total[key] = total.get(key, 0) + 1
+                reachable[key] = reachable.get(key, 0) + hit
+    return {"documents": len(items), "ceiling": {k: reachable[k] / total[k] for k in total},
+            "spans_per_field": statistics.mean(spans_seen), "kind_accuracy": kinds_right / len(items)}
+
+
 FREE_PROMPT = ("Summarize this document in one or two sentences. Name the parties (who sent it, who it is for) "
                "and say what it is about.")
 
@@ -242,6 +274,8 @@ def main() -> None:
     parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
     parser.add_argument("--summaries", action="store_true", help="only score summaries (slm docs summarize vs peers)")
     parser.add_argument("--subjects", action="store_true", help="only compare subject rules (no model; use on dev)")
+    parser.add_argument("--ceiling", action="store_true", help="only the copy constraint's ceiling and kind accuracy "
+                                                               "(no language model)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
@@ -253,6 +287,12 @@ def main() -> None:
     if args.mask_cost:
         cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
         print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
+    if args.ceiling:
+        result = copy_ceiling(gold, args.limit)
+        print(f"{result['documents']} documents of {gold}: kind accuracy {result['kind_accuracy']:.3f}, "
+              f"{result['spans_per_field']:.1f} spans per field, copy-constraint ceiling "
+              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["ceiling"].items())))
         return
     if args.subjects:
         for rule, value in subject_choice(gold, args.limit).items():

@@ -34,6 +34,10 @@ def test_each_kind_finds_its_spans_and_not_the_others():
     assert not any(any(c.isdigit() for c in name) for name in names)  # a PO number is never a name
     assert "England and Wales" in candidates.text_candidates(pages)
     assert candidates.currency_candidates(["Total: $1,234.50"]) == ["$"]
+    # the shortest span that is a date, so "10.02.2024" is read day first as printed alone
+    assert candidates.date_candidates(["The services start on 10.02.2024 (the Effective Date)."]) == ["10.02.2024"]
+    assert candidates.date_candidates(["Either party may terminate with 60 days notice."]) == []
+    assert "01, 2024" not in " ".join(candidates.amount_candidates(["Signed May 01, 2024 for $5.00"]))
 
 
 def test_every_printed_value_of_the_tune_layouts_is_a_candidate_found_in_the_document(synthetic_pdfs):
@@ -77,18 +81,25 @@ def test_tiny_model_under_the_copy_constraint_writes_only_document_spans(docs_en
                 assert result["fields"][field.name]["source"] is not None
 
 
-def test_prompt_lookup_drafts_leave_the_extraction_unchanged(docs_model_dir, synthetic_pdfs):
-    from slmkit.engine.torch_backend import TorchEngine
+def test_prompt_lookup_drafts_leave_the_extraction_unchanged(docs_model_dir, synthetic_pdfs, tmp_path):
+    """On llama.cpp (the engine that drafts constrained requests, each drafted token through the
+    grammar), as the batch extractor loads it: 2-token drafts, the same tokens as without."""
+    from slmkit.engine import load_engine
+    from slmkit.export.gguf import export_gguf
     from slmkit.generate import collect
 
-    engine = TorchEngine(docs_model_dir)
+    gguf = export_gguf(str(docs_model_dir), "f32", tmp_path / "gguf")
+    engine = load_engine(str(gguf.path), backend="llamacpp", prefix_cache_tokens=0, prompt_lookup=True)
     try:
+        drafted_any = 0
         for path, document in synthetic_pdfs[:2]:
             schema, pages = load_schema(document.kind), read_pages(path)
+            assert build_request(pages, schema).prompt_lookup_tokens == 2
             plain = collect(engine.stream(build_request(pages, schema, 120, prompt_lookup_tokens=0)))
             drafted = collect(engine.stream(build_request(pages, schema, 120)))
-            assert build_request(pages, schema).prompt_lookup_tokens == 2
             assert drafted.token_ids == plain.token_ids
+            drafted_any += drafted.stats.draft_tokens
+        assert drafted_any > 0
     finally:
         engine.close()
 

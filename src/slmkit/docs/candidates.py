@@ -132,12 +132,14 @@ def date_candidates(pages: list[str]) -> list[str]:
         for text, _ in search_dates(clause, languages=["en"], settings=settings) or []:
             text = text.strip(_EDGE + ".")
             # "60 days" is a relative date, not a printed one: a date has a day and a year at least.
-            if len(re.findall(r"\d+", text)) < 2 or (day := normalize_date(text)) is None:
+            if len(re.findall(r"\d+", text)) < 2 or normalize_date(text) is None:
                 continue
+            # The shortest span that is still a full date: "on 14 May 2026" → "14 May 2026" (and
+            # "on 10.02.2024" → "10.02.2024", which normalize reads day first only on its own).
             words = text.split()
-            while len(words) > 1 and normalize_date(" ".join(words[1:])) == day:  # "on 14 May 2026" → "14 May 2026"
+            while len(words) > 1 and normalize_date(" ".join(words[1:])) is not None:
                 words = words[1:]
-            while len(words) > 1 and normalize_date(" ".join(words[:-1])) == day:
+            while len(words) > 1 and normalize_date(" ".join(words[:-1])) is not None:
                 words = words[:-1]
             spans.append(" ".join(words))
     return _unique(spans)
