@@ -5,10 +5,11 @@ constrained decoding can only write text the document contains, and the model's 
 between a few typed spans instead of free copying. Candidates by field kind:
 
 - ``date``: the spans dateparser's ``search_dates`` finds that read as a full date;
-- ``amount``: runs of money-looking tokens (digits, a currency symbol or code) that price-parser
-  reads as a number;
+- ``amount``: runs of money-looking tokens (digits, a currency symbol or code) that end in cents
+  or carry a currency and that price-parser reads as a number;
 - ``currency``: ISO 4217 codes and currency symbols printed in the document (babel's tables);
-- ``id``: tokens with a digit in them (``INV-204``, ``#5521``, ``A72292``);
+- ``id``: tokens of 3+ characters with a digit in them (``INV-204``, ``#5521``, ``A72292``), not
+  part of a date;
 - ``name``: word spans without digits that start with a capital letter;
 - ``text``: any word span of a clause.
 
@@ -68,7 +69,11 @@ def _tokens(pages: list[str]) -> list[str]:
 
 
 def id_candidates(pages: list[str]) -> list[str]:
-    return _unique(token for token in _tokens(pages) if len(token) >= 2 and any(c.isdigit() for c in token))
+    """Tokens of 3+ characters with a digit that are not part of a printed date (a ``18`` or
+    ``14-Sep-2024`` is a date, not a number of anything)."""
+    in_dates = {word.strip(_EDGE + ".") for span in date_candidates(pages) for word in span.split()}
+    return _unique(token for token in _tokens(pages)
+                   if len(token) >= 3 and any(c.isdigit() for c in token) and token not in in_dates)
 
 
 @functools.cache
@@ -98,7 +103,10 @@ def amount_candidates(pages: list[str]) -> list[str]:
                 if not all(_money_like(w.strip(_EDGE)) for w in run) or any(w[-1] in _EDGE for w in run[:-1]):
                     break
                 span = " ".join(run).strip(_EDGE).rstrip(".")
-                if any(c.isdigit() for c in span) and Price.fromstring(span).amount is not None:
+                # Money is printed with its cents or its currency; a bare "3" or "2024" is a
+                # quantity or a year.
+                money = re.search(r"\d[.,]\d{2}$", span) or any(w.strip(_EDGE) in _currency_marks() for w in run)
+                if money and Price.fromstring(span).amount is not None:
                     spans.append(span)
     return _unique(spans)
 
