@@ -42,7 +42,8 @@ class Extractor:
         # classification: 0.3430 after another document, 0.3438 fresh; without it 0.3432 both ways),
         # and a worker's results must not depend on which documents it was given.
         # prompt_lookup: llama.cpp honours the extraction's prompt-lookup drafts only when asked at
-        # load (greedy, so the output is the same; 1.36x on the held-out layouts, docs/benchmarks.md).
+        # load (greedy, so the output is the same; 1.36x on the held-out layouts with the free-string
+        # schema, docs/benchmarks.md; not re-measured with the copy schema).
         engine = load_engine(self.model, prefix_cache_tokens=0, prompt_lookup=True,
                              **({"threads": self.threads} if self.threads else {}))
         fixed = load_schema(self.schema) if self.schema else None
