@@ -4,8 +4,12 @@ Rows, all on the same gold file (default: the held-out split of `make example-do
 never used in training or tuning):
 - ``regex``: label regexes only, no model (slmkit.docs.extract.regex_baseline);
 - ``base``: the base model (SmolLM2-135M-Instruct) without the JSON constraint: the peer;
-- ``base-constrained``: the base model with the constraint;
-- ``tuned``: the fine-tuned specialist with the constraint (`slm docs extract -m docs-extractor`).
+- ``base-constrained``: the base model with the JSON constraint, string fields free text;
+- ``base-copy``: the base model, each string field one of the document's spans of its kind;
+- ``tuned-free``: the fine-tuned specialist with the JSON constraint, string fields free text;
+- ``tuned``: the fine-tuned specialist as `slm docs extract -m docs-extractor` runs it (each
+  string field one of the document's spans of its kind).
+Kind accuracy is the same classifier in every model row (minilm-l6 centroids, slmkit.docs.classify).
 
 Each row's scores are kept in a JSON file beside the data as soon as the row is done, so a killed
 run continues with the rows still missing, and rows can be measured by separate invocations
@@ -37,30 +41,38 @@ import statistics
 import time
 from pathlib import Path
 
-ROWS = ("regex", "base", "base-constrained", "tuned")
+ROWS = ("regex", "base", "base-constrained", "base-copy", "tuned-free", "tuned")
 
 
 def row_label(row: str, base: str, tuned: str) -> str:
     return {"regex": "regex baseline (no model)", "base": f"{base}, no constraint (peer)",
-            "base-constrained": f"{base}, JSON constraint", "tuned": f"{tuned} (LoRA), JSON constraint"}[row]
+            "base-constrained": f"{base}, JSON constraint", "base-copy": f"{base}, JSON + copy constraint",
+            "tuned-free": f"{tuned} (LoRA), JSON constraint",
+            "tuned": f"{tuned} (LoRA), JSON + copy constraint"}[row]
 
 
 def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) -> dict:
     from slmkit.docs.classify import classify_pages
     from slmkit.docs.evaluate import evaluate_docs
     from slmkit.docs.extract import extract_pages, regex_baseline
+    from slmkit.embeddings import load_embedding_model
     from slmkit.engine import load_engine
 
     started = time.perf_counter()
     if row == "regex":
         report = evaluate_docs(gold, regex_baseline, limit=limit)
     else:
-        engine = load_engine(tuned if row == "tuned" else base, threads=2)
-        constrained = row != "base"
+        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prompt_lookup=True)
+        embedder = load_embedding_model("minilm-l6", threads=2)
+        constrained, copy = row != "base", row in ("base-copy", "tuned")
         report = evaluate_docs(
-            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, with_confidence=False),
-            classify=lambda pages: classify_pages(pages, engine)["kind"], limit=limit)
+            gold, lambda pages, schema: extract_pages(pages, schema, engine, constrained=constrained, copy=copy,
+                                                      with_confidence=False),
+            classify=lambda pages: classify_pages(pages, engine, embedder=embedder)["kind"], limit=limit)
         engine.close()
+    # Per-document values and hits beside the scores, to see where the errors are (on dev).
+    details = gold.parent.parent / f"details-{gold.parent.name}-{limit or 'all'}-{row}.jsonl"
+    details.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.results), encoding="utf-8")
     return {**report.summary(), "minutes": (time.perf_counter() - started) / 60}
 
 
@@ -122,6 +134,38 @@ def mask_cost(model: str, gold: Path, rounds: int) -> dict:
             state.advance(token)
         timings.append((time.perf_counter() - started) * 1000 / len(ids))
     return {"ms_per_token": statistics.median(timings), "answers": len(timings)}
+
+
+def copy_ceiling(gold: Path, limit: int | None) -> dict:
+    """No model: the share of gold fields some candidate span (or null) of the copy constraint
+    normalizes to, i.e. the best field accuracy an extractor choosing among the spans can get; the
+    mean number of spans per field; and the classifier's kind accuracy (minilm-l6 centroids)."""
+    from slmkit.docs.classify import classify_pages
+    from slmkit.docs.evaluate import read_gold
+    from slmkit.docs.extract import document_candidates
+    from slmkit.docs.normalize import normalize, same_value
+    from slmkit.docs.pdf import read_pages
+    from slmkit.docs.schemas import load_schema
+    from slmkit.embeddings import load_embedding_model
+
+    embedder = load_embedding_model("minilm-l6", threads=2)
+    reachable, total, spans_seen, kinds_right, items = {}, {}, [], 0, read_gold(gold)[:limit]
+    for item in items:
+        pages, schema = read_pages(item["path"]), load_schema(item["kind"])
+        kinds_right += classify_pages(pages, None, embedder=embedder)["kind"] == item["kind"]
+        spans = document_candidates(pages, schema)
+        for field in schema.fields:
+            want = item["fields"].get(field.name)
+            options = field.choices if field.choices else spans[field.name]
+            spans_seen += [len(options)] if options is not None else []
+            kind = field.kind if field.kind != "choice" else "text"
+            hit = want is None or options is None or any(  # free text (None) can write anything
+                same_value(field.kind, normalize(kind, o) if isinstance(o, str) else o, want) for o in options)
+            for key in (item["kind"], "*"):
+                total[key] = total.get(key, 0) + 1
+                reachable[key] = reachable.get(key, 0) + hit
+    return {"documents": len(items), "ceiling": {k: reachable[k] / total[k] for k in total},
+            "spans_per_field": statistics.mean(spans_seen), "kind_accuracy": kinds_right / len(items)}
 
 
 FREE_PROMPT = ("Summarize this document in one or two sentences. Name the parties (who sent it, who it is for) "
@@ -230,6 +274,8 @@ def main() -> None:
     parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
     parser.add_argument("--summaries", action="store_true", help="only score summaries (slm docs summarize vs peers)")
     parser.add_argument("--subjects", action="store_true", help="only compare subject rules (no model; use on dev)")
+    parser.add_argument("--ceiling", action="store_true", help="only the copy constraint's ceiling and kind accuracy "
+                                                               "(no language model)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
@@ -241,6 +287,12 @@ def main() -> None:
     if args.mask_cost:
         cost = mask_cost(args.base, args.data / "dev" / "gold.jsonl", args.rounds)
         print(f"grammar mask + advance: {cost['ms_per_token']:.3f} ms per token (median of {cost['answers']} answers)")
+        return
+    if args.ceiling:
+        result = copy_ceiling(gold, args.limit)
+        print(f"{result['documents']} documents of {gold}: kind accuracy {result['kind_accuracy']:.3f}, "
+              f"{result['spans_per_field']:.1f} spans per field, copy-constraint ceiling "
+              + ", ".join(f"{k} {v:.3f}" for k, v in sorted(result["ceiling"].items())))
         return
     if args.subjects:
         for rule, value in subject_choice(gold, args.limit).items():

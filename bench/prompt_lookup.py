@@ -40,7 +40,7 @@ def extraction_requests(count: int, folder: Path, split: str) -> list:
     """(prompt-lookup tokens -> request) makers for `slm docs extract`'s constrained answer on
     ``count`` synthetic documents of the held-out layouts (``split="heldout"``) or of the
     tuning layouts (``"dev"``, the documents the draft length is chosen on)."""
-    from slmkit.docs.extract import build_messages
+    from slmkit.docs.extract import build_request
     from slmkit.docs.pdf import read_pages
     from slmkit.docs.schemas import load_schema
     from slmkit.docs.synthetic import HELDOUT_LAYOUTS, TUNE_LAYOUTS, make_documents, write_pdf
@@ -51,9 +51,9 @@ def extraction_requests(count: int, folder: Path, split: str) -> list:
         path = folder / f"{index}-{document.kind}.pdf"
         write_pdf(document, path)
         schema = load_schema(document.kind)
-        messages = build_messages(read_pages(path, isolated=False), schema)
-        makers.append(lambda lookup, m=messages, s=schema: GenerationRequest(
-            messages=m, max_new_tokens=256, json_schema=s.generation_schema(), prompt_lookup_tokens=lookup))
+        pages = read_pages(path, isolated=False)
+        # The request `slm docs extract` sends (each string field one of the document's spans).
+        makers.append(lambda lookup, p=pages, s=schema: build_request(p, s, 256, prompt_lookup_tokens=lookup))
     return makers
 
 

@@ -41,13 +41,22 @@ class Extractor:
         # log-probabilities depend on which documents the engine read before (SmolLM2, one
         # classification: 0.3430 after another document, 0.3438 fresh; without it 0.3432 both ways),
         # and a worker's results must not depend on which documents it was given.
-        engine = load_engine(self.model, prefix_cache_tokens=0, **({"threads": self.threads} if self.threads else {}))
+        # prompt_lookup: llama.cpp honours the extraction's prompt-lookup drafts only when asked at
+        # load (greedy, so the output is the same; 1.36x on the held-out layouts with the free-string
+        # schema, docs/benchmarks.md; not re-measured with the copy schema).
+        engine = load_engine(self.model, prefix_cache_tokens=0, prompt_lookup=True,
+                             **({"threads": self.threads} if self.threads else {}))
         fixed = load_schema(self.schema) if self.schema else None
+        embedder = None
+        if fixed is None:  # the kind is classified by the embedding centroids (slmkit.docs.classify)
+            from slmkit.embeddings import load_embedding_model
+
+            embedder = load_embedding_model("minilm-l6", **({"threads": self.threads} if self.threads else {}))
 
         def run(pages: list[str]) -> dict:
             kind, schema = None, fixed
             if schema is None:
-                kind = classify_pages(pages, engine)
+                kind = classify_pages(pages, engine, embedder=embedder)
                 schema = load_schema(kind["kind"])
             result = extract_pages(pages, schema, engine, constrained=self.constrained,
                                    with_confidence=self.confidence)

@@ -2,11 +2,12 @@
 code checks that the text is in the document and normalizes it.
 
 1. The prompt gives the document's text (with its layout) and the fields with their descriptions.
-2. The engine generates under :meth:`DocSchema.generation_schema`: every field, in order, as a
-   string or null (a choice field as one of its choices), so the answer always parses.
+2. The engine generates under :meth:`DocSchema.generation_schema`: every field, in order, as one
+   of the document's spans that fit its kind (:mod:`slmkit.docs.candidates`) or null (a choice
+   field as one of its choices), so the answer always parses and every string is document text.
 3. Each copied string is looked up in the document (case and spacing aside): where it is found
    gives the source (page and character span in that page's text); text that is not in the
-   document is dropped to null, never passed on as a value.
+   document (possible only for a field without candidates) is dropped to null.
 4. The text is normalized by its field's kind (:mod:`slmkit.docs.normalize`): ISO dates,
    numbers, ISO 4217 codes.
 5. Confidence is the model's own: the geometric-mean probability of the answer's tokens for that
@@ -30,6 +31,35 @@ from slmkit.errors import InvalidRequestError
 SYSTEM = ("You copy fields out of business documents. Reply with one JSON object. Copy each value exactly as it is "
           "printed in the document. Use null when the document does not give the value.")
 MAX_DOCUMENT_CHARS = 6000  # about 2,000 tokens: the start of a longer document is read
+# Prompt-lookup drafts per step on greedy requests (engines that honour them; the output is the
+# same): values are copied from the prompt, so drafts from it are often right. 2 tokens measured
+# best on the tuning layouts (bench/prompt_lookup.py --task extract --split dev).
+PROMPT_LOOKUP_TOKENS = 2
+MAX_CANDIDATE_CHARS = 80_000  # all fields' spans together, under the engine's 100,000-character schema limit
+
+
+def visible_pages(pages: list[str]) -> list[str]:
+    """The pages as far as the prompt shows them (:data:`MAX_DOCUMENT_CHARS` in all)."""
+    out, left = [], MAX_DOCUMENT_CHARS
+    for page in pages:
+        if left <= 0:
+            break
+        out.append(page[:left])
+        left -= len(page)
+    return out
+
+
+def document_candidates(pages: list[str], schema: DocSchema) -> dict[str, list[str] | None]:
+    """Field name → the spans of the visible pages it may take (None: free text, checked after)."""
+    from slmkit.docs.candidates import field_candidates
+
+    by_kind = field_candidates(visible_pages(pages), [f.kind for f in schema.fields if not f.choices])
+    spans = {f.name: by_kind.get(f.kind) for f in schema.fields if not f.choices}
+    # The engine refuses schemas over MAX_SCHEMA_CHARS: the longest lists go back to free text first.
+    while sum(len(json.dumps(v, ensure_ascii=False)) for v in spans.values() if v) > MAX_CANDIDATE_CHARS:
+        longest = max((n for n, v in spans.items() if v), key=lambda n: len(json.dumps(spans[n], ensure_ascii=False)))
+        spans[longest] = None
+    return spans
 
 
 def document_text(pages: list[str]) -> str:
@@ -113,15 +143,26 @@ def token_confidences(engine, prompt_ids: list[int], answer_ids: list[int], text
     return out
 
 
-def generate_answer(pages: list[str], schema: DocSchema, engine, max_new_tokens: int = 256,
-                    constrained: bool = True) -> tuple[str, dict, list[int], list[int]]:
-    """The model's answer: (text, parsed dict or {} if it is not JSON, prompt ids, answer ids)."""
+def build_request(pages: list[str], schema: DocSchema, max_new_tokens: int = 256, constrained: bool = True,
+                  copy: bool = True, prompt_lookup_tokens: int = PROMPT_LOOKUP_TOKENS):
+    """The extraction request: greedy, under the generation schema (``constrained``), each string
+    field one of the document's spans (``copy``), with prompt-lookup drafts."""
     from slmkit.engine import GenerationRequest
+
+    json_schema = None
+    if constrained:
+        json_schema = schema.generation_schema(document_candidates(pages, schema) if copy else None)
+    return GenerationRequest(messages=build_messages(pages, schema), max_new_tokens=max_new_tokens,
+                             json_schema=json_schema, prompt_lookup_tokens=prompt_lookup_tokens)
+
+
+def generate_answer(pages: list[str], schema: DocSchema, engine, max_new_tokens: int = 256,
+                    constrained: bool = True, copy: bool = True) -> tuple[str, dict, list[int], list[int]]:
+    """The model's answer: (text, parsed dict or {} if it is not JSON, prompt ids, answer ids)."""
     from slmkit.engine.torch_backend import render_prompt
     from slmkit.generate import collect
 
-    request = GenerationRequest(messages=build_messages(pages, schema), max_new_tokens=max_new_tokens,
-                                json_schema=schema.generation_schema() if constrained else None)
+    request = build_request(pages, schema, max_new_tokens, constrained, copy)
     result = collect(engine.stream(request))
     prompt_ids = render_prompt(engine.tokenizer, request)
     try:
@@ -131,12 +172,13 @@ def generate_answer(pages: list[str], schema: DocSchema, engine, max_new_tokens:
     return result.text, parsed if isinstance(parsed, dict) else {}, prompt_ids, result.token_ids
 
 
-def extract_pages(pages: list[str], schema: DocSchema, engine, *, constrained: bool = True,
+def extract_pages(pages: list[str], schema: DocSchema, engine, *, constrained: bool = True, copy: bool = True,
                   with_confidence: bool = True, max_new_tokens: int = 256) -> dict:
     """Extract ``schema``'s fields from a document's ``pages``. Returns ``{"values": {field: value},
     "fields": {field: {"value", "confidence", "printed", "source", "note"}}}``; ``values``
-    validate against ``schema.schema``."""
-    text, answer, prompt_ids, answer_ids = generate_answer(pages, schema, engine, max_new_tokens, constrained)
+    validate against ``schema.schema``. ``copy=False`` lets string fields be any text (checked
+    against the document after decoding) instead of one of the document's spans."""
+    text, answer, prompt_ids, answer_ids = generate_answer(pages, schema, engine, max_new_tokens, constrained, copy)
     spans = value_spans(text, [f.name for f in schema.fields]) if answer else {}
     confidences = token_confidences(engine, prompt_ids, answer_ids, text, spans) if with_confidence and spans else {}
     return {**interpret(answer, pages, schema, confidences), "answer": text}

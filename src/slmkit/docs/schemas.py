@@ -89,13 +89,19 @@ class DocSchema:
     schema: dict  # the JSON Schema every result's values validate against
     fields: list[Field]
 
-    def generation_schema(self) -> dict:
+    def generation_schema(self, candidates: dict[str, list[str] | None] | None = None) -> dict:
         """What the model writes: every field, in order, as the text printed in the document (or
-        null); a choice field as one of its choices. Normalizing comes after, in code."""
+        null); a choice field as one of its choices. With ``candidates`` (field name → the
+        document's spans it may take, :mod:`slmkit.docs.candidates`), a string field is one of
+        its spans or null, so the model can only write document text. Normalizing comes after,
+        in code."""
         properties = {}
         for field in self.fields:
+            spans = (candidates or {}).get(field.name)
             if field.choices:
                 properties[field.name] = {"enum": list(field.choices) + ([None] if None not in field.choices else [])}
+            elif spans is not None:
+                properties[field.name] = {"enum": [*spans, None]}
             else:
                 properties[field.name] = {"type": ["string", "null"], "maxLength": MAX_VALUE_CHARS}
         return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}

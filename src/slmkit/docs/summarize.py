@@ -180,7 +180,7 @@ def summarize_pages(pages: list[str], engine, embedder, schema=None, *, max_gist
 
     head = pages[:HEAD_PAGES]
     if schema is None:
-        schema = load_schema(classify_pages(head, engine)["kind"])
+        schema = load_schema(classify_pages(head, engine, embedder=embedder)["kind"])
     extracted = extract_pages(head, schema, engine, with_confidence=False)
     parties = [{"field": f.name, "name": extracted["values"][f.name], "source": extracted["fields"][f.name]["source"]}
                for f in schema.fields if f.kind == "name" and extracted["values"][f.name] is not None]
