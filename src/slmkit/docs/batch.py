@@ -41,11 +41,12 @@ class Extractor:
         # log-probabilities depend on which documents the engine read before (SmolLM2, one
         # classification: 0.3430 after another document, 0.3438 fresh; without it 0.3432 both ways),
         # and a worker's results must not depend on which documents it was given.
-        # prompt_lookup: llama.cpp honours the extraction's prompt-lookup drafts only when asked at
-        # load (greedy, so the output is the same; 1.36x on the held-out layouts with the free-string
-        # schema, docs/benchmarks.md; not re-measured with the copy schema).
-        engine = load_engine(self.model, prefix_cache_tokens=0, prompt_lookup=True,
-                             **({"threads": self.threads} if self.threads else {}))
+        # No prompt-lookup drafts either (llama.cpp honours the request's only when loaded with
+        # prompt_lookup=True): with the copy schema on the f16 default file they gave 1.26x but 11
+        # of 12 held-out extractions identical to plain greedy decoding (bench/prompt_lookup.py
+        # --task extract, idle): multi-token verification is not bit-identical there, and an
+        # extraction must not depend on how it was decoded.
+        engine = load_engine(self.model, prefix_cache_tokens=0, **({"threads": self.threads} if self.threads else {}))
         fixed = load_schema(self.schema) if self.schema else None
         embedder = None
         if fixed is None:  # the kind is classified by the embedding centroids (slmkit.docs.classify)
