@@ -61,7 +61,6 @@ class Slot:
 @dataclasses.dataclass
 class _Fed:
     slot: Slot
-    first: int  # batch index of the slot's first token this step
     count: int
     draft: list[int]
     row: int = -1  # row of llama.cpp's logits buffer of its first token that has logits
@@ -222,7 +221,7 @@ class LlamaBatchScheduler:
             draft = self._draft(slot, room=self.n_batch - used - 1)
             tokens = slot.todo + draft
             self._add(used, tokens, slot, logits=True)
-            fed.append(_Fed(slot, used, len(tokens), draft, row=outputs))
+            fed.append(_Fed(slot, len(tokens), draft, row=outputs))
             used += len(tokens)
             outputs += len(tokens)
         for slot in self.active:
@@ -233,7 +232,7 @@ class LlamaBatchScheduler:
             done = len(chunk) == len(slot.todo)
             if done:
                 batch.logits[used + len(chunk) - 1] = True
-            fed.append(_Fed(slot, used, len(chunk), [] if done else None, row=outputs if done else -1))
+            fed.append(_Fed(slot, len(chunk), [] if done else None, row=outputs if done else -1))
             used += len(chunk)
             outputs += done
         batch.n_tokens = used

@@ -5,7 +5,7 @@ gives it (for llama.cpp, a sequence id in the shared KV cache). A lookup returns
 shares the longest run of leading tokens with a new prompt and that length; tokens are compared
 exactly, so KV is only ever reused for the very same tokens at the very same positions. The
 total number of tokens held is bounded, and the least recently used entries go first; the
-backend frees whatever handles :meth:`PrefixCache.insert` and :meth:`PrefixCache.evict` return.
+backend frees whatever handles :meth:`PrefixCache.insert` returns.
 """
 
 from __future__ import annotations
@@ -82,13 +82,4 @@ class PrefixCache:
         self.entries[handle] = CacheEntry(prompt, handle)
         while len(self.entries) > self.max_entries or self.tokens_held > self.max_tokens:
             freed.append(self.entries.popitem(last=False)[0])
-        return freed
-
-    def evict(self, tokens_needed: int = 0) -> list[int]:
-        """Drop LRU entries until ``tokens_needed`` tokens are released (all entries for 0)."""
-        freed, released = [], 0
-        while self.entries and (tokens_needed <= 0 or released < tokens_needed):
-            handle, entry = self.entries.popitem(last=False)
-            freed.append(handle)
-            released += len(entry.tokens)
         return freed
