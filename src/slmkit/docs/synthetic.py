@@ -6,9 +6,9 @@ VAT beside the total, a signing date beside the effective date, an order number 
 ticket id). Each document knows its fields twice: as printed (what an extractor copies) and
 normalized (ISO 8601 dates, numbers, ISO 4217 codes: the gold answer).
 
-Layouts come in two groups: ``TUNE_LAYOUTS`` to train and tune on, ``HELDOUT_LAYOUTS`` kept
-apart to report on. Everything is drawn from a seeded ``random.Random``: the same seed writes
-the same documents.
+Layouts come in two groups: ``TUNE_LAYOUTS`` to train and tune on, ``HELDOUT_LAYOUTS`` (drawn
+by :mod:`slmkit.docs.synthetic_heldout`, a module of their own) kept apart to report on.
+Everything is drawn from a seeded ``random.Random``: the same seed writes the same documents.
 """
 
 from __future__ import annotations
@@ -134,44 +134,9 @@ def invoice(rng: random.Random, layout: str) -> Synthetic:
     item_lines = [f"{name:<22}{qty:>4}  {print_money(price, style):>14}" for name, qty, price in items]
     vendor, customer = fields["vendor_name"], fields["customer_name"]
     address = f"{rng.randint(1, 250)} {rng.choice(['High Street', 'Main Road', 'Harbour Way', 'Mill Lane'])}"
-    lines: list = []
-    if layout == "classic":
-        lines += [(15, 20, vendor, "B", 14), (15, 26, address, "", 9), (140, 20, "INVOICE", "B", 16)]
-        lines += [(120, 32 + 6 * i, f"{k}: {v}", "", 10) for i, (k, v) in enumerate(meta)]
-        lines += [(15, 45, "Bill to:", "B", 10), (15, 51, customer, "", 10)]
-        lines += [(15, 80 + 6 * i, text, "C", 9) for i, text in enumerate(item_lines)]
-        lines += [(120, 120 + 6 * i, f"{k}: {v}", "B" if i == 2 else "", 10) for i, (k, v) in enumerate(money)]
-    elif layout == "printout":
-        rows = [vendor.upper(), address, "", "I N V O I C E", ""]
-        rows += [f"{k.upper():.<24} {v}" for k, v in meta]
-        rows += ["", f"{'SOLD TO':.<24} {customer}", "", *item_lines, ""]
-        rows += [f"{k.upper():.<24} {v}" for k, v in money]
-        lines += [(15, 20 + 5 * i, text, "C", 9) for i, text in enumerate(rows)]
-    elif layout == "header-table":
-        lines += [(15, 18, f"Invoice from {vendor}", "B", 13), (15, 25, f"To: {customer}", "", 10)]
-        x = 15
-        for key, value in meta:
-            lines += [(x, 40, key, "B", 8), (x, 46, value, "", 8)]
-            x += 38
-        lines.append((12, 35, "RECT", 190, 14))
-        lines += [(15, 65 + 6 * i, text, "C", 9) for i, text in enumerate(item_lines)]
-        lines += [(15, 100 + 6 * i, f"{k}  {v}", "", 10) for i, (k, v) in enumerate(money)]
-    elif layout == "sidebar":
-        lines += [(12, 20, vendor, "B", 11), (12, 26, address, "", 8), (12, 40, "Customer", "B", 9), (12, 46, customer, "", 9)]
-        lines.append((10, 14, "RECT", 62, 40))
-        lines += [(80, 20 + 6 * i, f"{k} - {v}", "", 9) for i, (k, v) in enumerate(meta)]
-        lines += [(80, 60 + 6 * i, text, "C", 8) for i, text in enumerate(item_lines)]
-        lines += [(80, 95 + 6 * i, f"{k} {v}", "", 9) for i, (k, v) in enumerate(money)]
-    elif layout == "letter":
-        due_text = f"by {printed['due_date']}" if printed["due_date"] else "on receipt"
-        rows = [vendor, address, "", f"To {customer}", "", f"Subject: our invoice {number}", "",
-                "Dear Sir or Madam,", f"please find below our invoice {number} of {printed['invoice_date']}",
-                f"(your reference {po}). The {label['subtotal'].lower()} is {money[0][1]}, {label['tax']} {money[1][1]}.",
-                f"Please pay the {label['total_amount'].lower()} of {printed['total_amount']} {due_text}.",
-                "", "Kind regards,", person(rng)]
-        lines += [(20, 25 + 6 * i, text, "", 10) for i, text in enumerate(rows)]
-    else:
-        raise ValueError(f"unknown invoice layout {layout!r}")
+    page = Page(rng, vendor=vendor, customer=customer, address=address, meta=meta, money=money,
+                item_lines=item_lines, printed=printed, number=number, po=po, label=label)
+    lines = _layout("invoice", layout)(page)
     return Synthetic("invoice", layout, fields, printed, lines, subject=", ".join(name for name, _, _ in items))
 
 
@@ -188,24 +153,8 @@ def contract(rng: random.Random, layout: str) -> Synthetic:
                "contract_value": print_money(value, style), "currency": style[0]}
     signed_text, number = print_date(rng, signed), f"AGR-{rng.randint(100, 9999)}"
     title = rng.choice(["SERVICE AGREEMENT", "MASTER SERVICES AGREEMENT", "CONSULTING CONTRACT"])
-    if layout == "agreement":
-        rows = [title, f"Agreement no. {number}", "",
-                f"This agreement is signed on {signed_text} between",
-                f"{fields['provider_name']} (the \"Provider\") and", f"{fields['client_name']} (the \"Client\").", "",
-                f"1. Term. The services start on {printed['effective_date']} (the Effective Date)",
-                f"   and end on {printed['end_date']} unless renewed.",
-                f"2. Fees. The Client pays a total fee of {printed['contract_value']}, invoiced monthly.",
-                f"3. Notice. Either party may terminate with {rng.choice([30, 60, 90])} days written notice.",
-                f"4. Law. This agreement is governed by the laws of {fields['governing_law']}.", "",
-                "Signed for the Provider                Signed for the Client", f"{person(rng)}    {person(rng)}"]
-    elif layout == "cover-sheet":
-        rows = [f"CONTRACT SUMMARY - {title.title()}", "", f"Reference            {number}",
-                f"Service provider     {fields['provider_name']}", f"Customer             {fields['client_name']}",
-                f"Date signed          {signed_text}", f"Commencement date    {printed['effective_date']}",
-                f"Expiry date          {printed['end_date']}", f"Contract value       {printed['contract_value']}",
-                f"Jurisdiction         {fields['governing_law']}", "", "The full terms follow on the next pages."]
-    else:
-        raise ValueError(f"unknown contract layout {layout!r}")
+    page = Page(rng, fields=fields, printed=printed, signed_text=signed_text, number=number, title=title)
+    rows = _layout("contract", layout)(page)
     return Synthetic("contract", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
                      subject=title.lower())
 
@@ -218,22 +167,97 @@ def ticket(rng: random.Random, layout: str) -> Synthetic:
     printed = {**fields, "opened_date": print_date(rng, opened)}
     label = {k: rng.choice(v) for k, v in LABELS.items()}
     order, agent = f"ORD-{rng.randint(10000, 99999)}", person(rng)
-    if layout == "form":
-        rows = ["SUPPORT TICKET", "", f"{label['ticket_id']}: {number}", f"{label['opened_date']}: {printed['opened_date']}",
-                f"Customer: {fields['customer_name']}", f"Order number: {order}", f"Priority: {fields['priority']}",
-                f"Product: {fields['product']}", f"Subject: {fields['subject']}", f"Assigned agent: {agent}", "",
-                "Description:", "The customer reports the problem above and asks for help.",
-                f"Related order {order}; previous case {rng.randint(1000, 9999)}."]
-    elif layout == "email":
-        rows = [f"From: {fields['customer_name']} <support-request@example.com>", f"Sent: {printed['opened_date']}",
-                f"Subject: [{number}] {fields['subject']}", f"Priority flag: {fields['priority']}", "",
-                "Hello support team,", f"I am writing about {fields['product']} (order {order}).",
-                "Please look into it as soon as you can.", "", "Thanks,", fields["customer_name"], "",
-                f"-- routed to {agent}"]
-    else:
-        raise ValueError(f"unknown ticket layout {layout!r}")
+    page = Page(rng, fields=fields, printed=printed, number=number, label=label, order=order, agent=agent)
+    rows = _layout("ticket", layout)(page)
     return Synthetic("ticket", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
                      subject=fields["subject"])
+
+
+class Page:
+    """What one document's layout draws from: its values, labels and the seeded ``rng`` (a
+    layout that draws more from ``rng`` must do so last, so the values stay the same)."""
+
+    def __init__(self, rng: random.Random, **values):
+        self.rng = rng
+        self.__dict__.update(values)
+
+
+# Layouts: kind -> name -> function(Page) -> lines to draw (invoices) or text rows (contracts,
+# tickets). The held-out layouts live in ``synthetic_heldout`` and register themselves there, so
+# whoever reads or extends the tune layouts here does not read the layouts results are reported on.
+LAYOUTS: dict[str, dict] = {"invoice": {}, "contract": {}, "ticket": {}}
+
+
+def layout(kind: str, name: str):
+    def register(draw):
+        LAYOUTS[kind][name] = draw
+        return draw
+    return register
+
+
+def _layout(kind: str, name: str):
+    if name not in LAYOUTS[kind] and name in HELDOUT_LAYOUTS.get(kind, []):
+        import slmkit.docs.synthetic_heldout  # noqa: F401  (registers the held-out layouts)
+    try:
+        return LAYOUTS[kind][name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} layout {name!r}") from None
+
+
+@layout("invoice", "classic")
+def _invoice_classic(p: Page) -> list:
+    lines = [(15, 20, p.vendor, "B", 14), (15, 26, p.address, "", 9), (140, 20, "INVOICE", "B", 16)]
+    lines += [(120, 32 + 6 * i, f"{k}: {v}", "", 10) for i, (k, v) in enumerate(p.meta)]
+    lines += [(15, 45, "Bill to:", "B", 10), (15, 51, p.customer, "", 10)]
+    lines += [(15, 80 + 6 * i, text, "C", 9) for i, text in enumerate(p.item_lines)]
+    lines += [(120, 120 + 6 * i, f"{k}: {v}", "B" if i == 2 else "", 10) for i, (k, v) in enumerate(p.money)]
+    return lines
+
+
+@layout("invoice", "printout")
+def _invoice_printout(p: Page) -> list:
+    rows = [p.vendor.upper(), p.address, "", "I N V O I C E", ""]
+    rows += [f"{k.upper():.<24} {v}" for k, v in p.meta]
+    rows += ["", f"{'SOLD TO':.<24} {p.customer}", "", *p.item_lines, ""]
+    rows += [f"{k.upper():.<24} {v}" for k, v in p.money]
+    return [(15, 20 + 5 * i, text, "C", 9) for i, text in enumerate(rows)]
+
+
+@layout("invoice", "header-table")
+def _invoice_header_table(p: Page) -> list:
+    lines = [(15, 18, f"Invoice from {p.vendor}", "B", 13), (15, 25, f"To: {p.customer}", "", 10)]
+    x = 15
+    for key, value in p.meta:
+        lines += [(x, 40, key, "B", 8), (x, 46, value, "", 8)]
+        x += 38
+    lines.append((12, 35, "RECT", 190, 14))
+    lines += [(15, 65 + 6 * i, text, "C", 9) for i, text in enumerate(p.item_lines)]
+    lines += [(15, 100 + 6 * i, f"{k}  {v}", "", 10) for i, (k, v) in enumerate(p.money)]
+    return lines
+
+
+@layout("contract", "agreement")
+def _contract_agreement(p: Page) -> list:
+    rng, fields, printed = p.rng, p.fields, p.printed
+    return [p.title, f"Agreement no. {p.number}", "",
+            f"This agreement is signed on {p.signed_text} between",
+            f"{fields['provider_name']} (the \"Provider\") and", f"{fields['client_name']} (the \"Client\").", "",
+            f"1. Term. The services start on {printed['effective_date']} (the Effective Date)",
+            f"   and end on {printed['end_date']} unless renewed.",
+            f"2. Fees. The Client pays a total fee of {printed['contract_value']}, invoiced monthly.",
+            f"3. Notice. Either party may terminate with {rng.choice([30, 60, 90])} days written notice.",
+            f"4. Law. This agreement is governed by the laws of {fields['governing_law']}.", "",
+            "Signed for the Provider                Signed for the Client", f"{person(rng)}    {person(rng)}"]
+
+
+@layout("ticket", "form")
+def _ticket_form(p: Page) -> list:
+    fields, label = p.fields, p.label
+    return ["SUPPORT TICKET", "", f"{label['ticket_id']}: {p.number}", f"{label['opened_date']}: {p.printed['opened_date']}",
+            f"Customer: {fields['customer_name']}", f"Order number: {p.order}", f"Priority: {fields['priority']}",
+            f"Product: {fields['product']}", f"Subject: {fields['subject']}", f"Assigned agent: {p.agent}", "",
+            "Description:", "The customer reports the problem above and asks for help.",
+            f"Related order {p.order}; previous case {p.rng.randint(1000, 9999)}."]
 
 
 PARTY_FIELDS = {"invoice": ["vendor_name", "customer_name"], "contract": ["provider_name", "client_name"],
