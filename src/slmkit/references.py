@@ -100,13 +100,46 @@ def resolve(reference: str | os.PathLike, progress: Callable | None = None, pref
     if text in BUILTIN_MODELS and prefer_gguf:
         return _resolve_builtin(text, progress, prefer_gguf)
     if models.NAME_PATTERN.match(text) and (models.models_dir() / text).is_dir():
-        return resolve_path(models.models_dir() / text)
+        stored = resolve_path(models.models_dir() / text)
+        if prefer_gguf and stored.format == "hf":
+            return own_gguf_export(stored) or stored
+        return stored
     if text in BUILTIN_MODELS:
         return _resolve_builtin(text, progress, prefer_gguf)
     raise ModelNotFoundError(
         f"Unknown model {text!r}. Known models: {', '.join(known_names())}. "
         "A path to a Hugging Face directory or a .gguf file works too."
     )
+
+
+# Which of a model's own GGUF exports serves it, most faithful first: f16 answers like the
+# float weights and prefills fastest here (docs/llamacpp.md); quantized files only when no
+# float one was written.
+GGUF_PREFERENCE = ("f16", "bf16", "f32", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+
+
+def own_gguf_export(stored: ResolvedModel) -> ResolvedModel | None:
+    """The GGUF export of the store model ``stored`` made from its current weights, if one is in
+    the store (``slm export gguf NAME`` writes NAME-QUANT with its parent's content hash on the
+    card), as ``stored``'s name; None when there is none or the weights changed since."""
+    from slmkit.artifact import read_card
+    from slmkit.models import models_dir
+
+    card = read_card(stored.path)
+    if card is None or not card.content_sha256:
+        return None
+    found = {}
+    for directory in models_dir().glob(f"{stored.name}-*"):
+        export = read_card(directory) if (directory / "model.gguf").is_file() else None
+        if export is None or export.stage != "export" or export.format != "gguf" or not export.parents:
+            continue
+        parent = export.parents[0]
+        if parent.name == stored.name and parent.content_sha256 == card.content_sha256:
+            found[str(export.args.get("quant", "")).lower()] = directory
+    if not found:
+        return None
+    ranked = sorted(found, key=lambda q: (GGUF_PREFERENCE.index(q) if q in GGUF_PREFERENCE else len(GGUF_PREFERENCE), q))
+    return dataclasses.replace(resolve_path(found[ranked[0]]), name=stored.name)
 
 
 def resolve_path(path: Path) -> ResolvedModel:

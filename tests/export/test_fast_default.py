@@ -63,3 +63,25 @@ def test_v1_models_says_which_backend_and_file_serve(exports, eot_model_dir):
     gguf_id, hf_id = Path(gguf).name, eot_model_dir.name
     assert (cards[gguf_id]["backend"], cards[gguf_id]["file"]) == ("llamacpp", "model.gguf")
     assert (cards[hf_id]["backend"], cards[hf_id]["file"]) == ("torch", "model.safetensors")
+
+
+def test_a_store_model_runs_on_its_own_gguf_export_until_its_weights_change(slm_home, eot_model_dir, tiny_model_dir):
+    import shutil
+
+    from slmkit.export.gguf import export_gguf
+    from slmkit.models import import_model, store_path
+
+    import_model(eot_model_dir, name="extractor")
+    assert serving_plan("extractor")["backend"] == "torch", "no GGUF export yet: the HF weights serve"
+    export_gguf("extractor", "q8_0", check=False)
+    export_gguf("extractor", "f16", check=False)
+    assert serving_plan("extractor") == {"backend": "llamacpp", "file": "model.gguf"}
+    engine = load_engine("extractor")
+    assert type(engine).__name__ == "LlamaCppEngine" and engine.model_name == "extractor"
+    assert str(engine.path).endswith("extractor-f16/model.gguf"), "the float export is preferred over q8_0"
+    engine.close()
+    assert serving_plan("extractor", "torch")["backend"] == "torch"
+    # Other weights under the same name: the exports are of the old weights and must not serve.
+    shutil.rmtree(store_path("extractor"))
+    import_model(tiny_model_dir, name="extractor")
+    assert serving_plan("extractor")["backend"] == "torch"
