@@ -75,7 +75,7 @@ def test_a_store_model_runs_on_its_own_gguf_export_until_its_weights_change(slm_
     assert serving_plan("extractor")["backend"] == "torch", "no GGUF export yet: the HF weights serve"
     export_gguf("extractor", "q8_0", check=False)
     export_gguf("extractor", "f16", check=False)
-    assert serving_plan("extractor") == {"backend": "llamacpp", "file": "model.gguf"}
+    assert serving_plan("extractor") == {"backend": "llamacpp", "file": "extractor-f16/model.gguf"}
     engine = load_engine("extractor")
     assert type(engine).__name__ == "LlamaCppEngine" and engine.model_name == "extractor"
     assert str(engine.path).endswith("extractor-f16/model.gguf"), "the float export is preferred over q8_0"

@@ -210,6 +210,8 @@ def serving_plan(reference: str, backend: str = "auto") -> dict[str, str]:
     if resolved.format != "gguf" and path.is_dir():
         weights = sorted(path.glob("*.safetensors" if chosen == "torch" else "*.onnx"))
         path = weights[0] if weights else path
+    if resolved.format == "gguf" and path.parent.name.startswith(f"{resolved.name}-"):
+        return {"backend": chosen, "file": f"{path.parent.name}/{path.name}"}  # the model's own export
     return {"backend": chosen, "file": path.name}
 
 
