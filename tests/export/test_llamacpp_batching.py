@@ -263,3 +263,35 @@ def test_prompt_lookup_is_off_unless_the_engine_was_asked(gguf_path):
     got = list(engine.stream(GenerationRequest(prompt=f"Repeat: {text}", max_new_tokens=20, prompt_lookup_tokens=4)))
     engine.close()
     assert got[-1].stats.draft_tokens == 0
+
+
+ENUM_SCHEMA = {"type": "object", "properties": {
+    "invoice_number": {"enum": ["INV-2024-00017", "PO-55123", None]},
+    "vendor_name": {"enum": ["Northwind Trading Ltd", "Bluebird Logistics GmbH", None]},
+    "note": {"type": "string", "maxLength": 12}},
+    "required": ["invoice_number", "vendor_name", "note"], "additionalProperties": False}
+
+
+def test_forced_tokens_are_fed_in_one_step_and_give_the_same_output(gguf_path):
+    """Jump-forward: the tokens a grammar forces (keys, the rest of the only matching span) go
+    into the next step together, without a decode step each; the output is the same."""
+    engine = _engine(gguf_path, prefix_cache_tokens=0, max_batch_size=4)
+    scheduler, steps = engine.scheduler, []
+    original = scheduler._step
+
+    def counted():
+        steps.append(1)
+        original()
+
+    scheduler._step = counted
+    requests = [_request(q, tokens=80, json_schema=ENUM_SCHEMA) for q in QUESTIONS[:4]]
+    try:
+        jumped = _concurrently(engine, requests)
+        jumped_steps = len(steps)
+        scheduler.max_forced, steps[:] = 0, []
+        stepped = _concurrently(engine, requests)
+    finally:
+        engine.close()
+    assert jumped == stepped
+    assert all(engine.tokenizer.decode(ids).startswith('{"invoice_number": ') for ids in jumped)
+    assert jumped_steps < len(steps) * 0.6, (jumped_steps, len(steps))

@@ -64,7 +64,8 @@ class GenerationRequest:
     # with greedy decoding, where it cannot change the output; backends may ignore it.
     prompt_lookup_tokens: int = 0
     # Constrain the output to JSON valid against this JSON Schema ({"type": "object"}: any JSON
-    # object); see slmkit.engine.constrained. Constrained requests are never drafted.
+    # object); see slmkit.engine.constrained. On llama.cpp, greedy constrained requests feed the
+    # tokens the grammar forces without a step each (jump-forward).
     json_schema: dict | None = None
 
     def validate(self) -> None:

@@ -111,6 +111,14 @@ class GrammarState:
         scores[0, width:] = float("-inf")
         return scores
 
+    def forced(self) -> list[int]:
+        """The tokens the grammar allows and nothing else from here (a key's name and its
+        punctuation, the rest of the only document span that starts this way): they need no
+        choice, so a backend may feed them all in one step without sampling (jump-forward)."""
+        if self.matcher.is_error():
+            return []
+        return list(self.matcher.compute_ff_tokens())
+
     def advance(self, token_id: int) -> None:
         if not self.matcher.consume_token(token_id):
             raise SlmError(f"Constrained decoding failed on token {token_id}: {self.matcher.get_error()}")

@@ -78,6 +78,9 @@ class LlamaBatchScheduler:
         self.prefix_cache = prefix_cache
         self.saved: dict[int, tuple[ctypes.Array, int]] = {}  # prefix-cache handle -> its KV state and size
         self._next_handle = 0
+        # Forced tokens fed in one step per sequence, kept small enough that every running
+        # sequence's fit in one batch.
+        self.max_forced = max(0, min(32, n_batch // max_batch_size - 2))
         # One id per running request, one for teacher-forced scoring, one spare.
         self.sequence_count = max_batch_size + 2
         self.free_ids = list(range(self.sequence_count))
@@ -218,12 +221,16 @@ class LlamaBatchScheduler:
                 continue
             if used >= self.n_batch:
                 break  # n_batch smaller than the running streams: the rest go next step
-            draft = self._draft(slot, room=self.n_batch - used - 1)
+            if used and used + len(slot.todo) > self.n_batch:
+                continue  # its forced tokens do not fit beside the others: next step
+            draft = self._draft(slot, room=self.n_batch - used - len(slot.todo))
             tokens = slot.todo + draft
             self._add(used, tokens, slot, logits=True)
+            for forced in range(len(slot.todo) - 1):  # nothing is chosen after a forced token
+                self.batch.logits[used + forced] = False
             fed.append(_Fed(slot, len(tokens), draft, row=outputs))
             used += len(tokens)
-            outputs += len(tokens)
+            outputs += len(draft) + 1
         for slot in self.active:
             if not slot.prefilling or used >= self.n_batch:
                 continue
@@ -289,8 +296,9 @@ class LlamaBatchScheduler:
             self._remember_prompt(slot)
             self._emit(slot, self._rows[item.row])
             return
-        # Decoding: row r predicts the token after batch token r; drafts are kept while they agree.
-        draft, accepted = item.draft, 0
+        # Decoding: row r predicts the token after the r-th token from the last fed one (the
+        # sampled or last forced token); drafts are kept while they agree.
+        draft, accepted, fed = item.draft, 0, item.count - len(item.draft)
         slot.state.stats.draft_tokens += len(draft)
         for row in range(len(draft) + 1):
             token = self._emit(slot, self._rows[item.row + row])
@@ -299,23 +307,43 @@ class LlamaBatchScheduler:
             if row < len(draft) and token == draft[row]:
                 accepted += 1
                 slot.state.stats.accepted_draft_tokens += 1
+                if len(slot.todo) > 1:  # the grammar forced tokens after it: later drafts are off the path
+                    slot.todo = slot.todo[1:]  # the accepted token is in the KV already
+                    break
                 continue
             break
-        slot.n_past += 1 + accepted
+        slot.n_past += fed + accepted
         if accepted < len(draft):  # drop the KV of drafts the model did not agree with
             self.ll.llama_memory_seq_rm(self.memory, slot.seq_id, slot.n_past, -1)
 
     def _emit(self, slot: Slot, logits: np.ndarray) -> int | None:
-        """Sample the slot's next token and send its chunk; None when the request finished."""
+        """Sample the slot's next token and send its chunk, then the tokens its grammar forces
+        after it (fed with it next step, no logits in between: jump-forward); None when the
+        request finished."""
         token = slot.sampler(logits, slot.state.all_ids)
+        slot.todo = [token]
+        if not self._send(slot, token):
+            return None
+        grammar = slot.sampler.grammar_state
+        # Greedy only: sampling would draw (and use random numbers) for these tokens too, and
+        # could pick another split of the same bytes; jumping would change what it returns.
+        if grammar is not None and slot.sampler.greedy:
+            room = min(self.max_forced, slot.state.max_new_tokens - len(slot.state.generated))
+            for forced in grammar.forced()[:room]:
+                grammar.advance(forced)
+                slot.todo.append(forced)
+                if not self._send(slot, forced):
+                    return None
+        return token
+
+    def _send(self, slot: Slot, token: int) -> bool:
         chunk = slot.state.append(token)
         if chunk.text or chunk.finish_reason:
             slot.output.put(chunk)
         if chunk.finish_reason:
             self._finish(slot, None)
-            return None
-        slot.todo = [token]
-        return token
+            return False
+        return True
 
     def _remember_prompt(self, slot: Slot) -> None:
         """Copy the just-prefilled prompt's KV (positions 0..n_past-1, nothing generated yet)
