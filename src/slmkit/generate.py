@@ -14,6 +14,7 @@ class GenerationResult:
     finish_reason: str
     stats: GenerationStats
     token_ids: list[int]
+    logprobs: list[float | None] | None = None  # with SamplingParams.logprobs, one per token id
 
 
 def build_request(
@@ -39,13 +40,15 @@ def build_request(
 
 def collect(chunks: Iterator[Chunk]) -> GenerationResult:
     """Join a stream into one result."""
-    parts, ids, last = [], [], None
+    parts, ids, logprobs, last = [], [], None, None
     for chunk in chunks:
         parts.append(chunk.text)
         ids.extend(chunk.token_ids)
+        if chunk.logprobs is not None:
+            logprobs = (logprobs or []) + chunk.logprobs
         last = chunk
     assert last is not None and last.stats is not None, "an engine stream always ends with a final chunk"
-    return GenerationResult("".join(parts), last.finish_reason or "stop", last.stats, ids)
+    return GenerationResult("".join(parts), last.finish_reason or "stop", last.stats, ids, logprobs)
 
 
 def generate(engine: Engine, prompt: str, **options) -> GenerationResult:

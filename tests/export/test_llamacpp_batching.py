@@ -288,10 +288,38 @@ def test_forced_tokens_are_fed_in_one_step_and_give_the_same_output(gguf_path):
     try:
         jumped = _concurrently(engine, requests)
         jumped_steps = len(steps)
-        scheduler.max_forced, steps[:] = 0, []
+        scheduler.max_forced, steps[:] = 0, []  # as load_engine(..., jump_forward=False) sets it
         stepped = _concurrently(engine, requests)
     finally:
         engine.close()
     assert jumped == stepped
     assert all(engine.tokenizer.decode(ids).startswith('{"invoice_number": ') for ids in jumped)
     assert jumped_steps < len(steps) * 0.6, (jumped_steps, len(steps))
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "torch"])
+def test_reported_logprobs_are_the_teacher_forced_ones(gguf_path, eot_model_dir, backend):
+    """SamplingParams.logprobs: each chosen token's log-probability under the raw scores, the
+    same as scoring the answer afterwards; tokens a grammar forced (llama.cpp jump-forward) carry
+    None, the chosen ones still their raw, unmasked log-probability."""
+    from slmkit.engine import SamplingParams
+    from slmkit.engine.torch_backend import render_prompt
+    from slmkit.generate import collect
+
+    engine = load_engine(gguf_path if backend == "llamacpp" else str(eot_model_dir), backend=backend,
+                         prefix_cache_tokens=0)
+    try:
+        for schema in (None, ENUM_SCHEMA):
+            request = _request(QUESTIONS[1], tokens=40, json_schema=schema, sampling=SamplingParams(logprobs=True))
+            result = collect(engine.stream(request))
+            assert result.logprobs is not None and len(result.logprobs) == len(result.token_ids)
+            scored = engine.token_logprobs(render_prompt(engine.tokenizer, request) + result.token_ids)
+            scored = scored[-len(result.token_ids):]
+            chosen = [(got, want) for got, want in zip(result.logprobs, scored, strict=True) if got is not None]
+            assert chosen and all(abs(got - want) < 1e-3 for got, want in chosen), chosen
+            forced = len(result.logprobs) - len(chosen)
+            assert forced == 0 if schema is None or backend == "torch" else forced > len(result.token_ids) / 3
+        plain = collect(engine.stream(_request(QUESTIONS[1], tokens=8)))
+        assert plain.logprobs is None, "not asked for, not reported"
+    finally:
+        engine.close()

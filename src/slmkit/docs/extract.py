@@ -126,11 +126,16 @@ def value_spans(text: str, names: list[str]) -> dict[str, tuple[int, int]]:
 
 
 def token_confidences(engine, prompt_ids: list[int], answer_ids: list[int], text: str,
-                      spans: dict[str, tuple[int, int]]) -> dict[str, float]:
-    """Geometric-mean probability of the answer tokens that overlap each field's span."""
+                      spans: dict[str, tuple[int, int]], logprobs: list[float | None] | None = None) -> dict[str, float]:
+    """Geometric-mean probability (under the model's own, unconstrained distribution) of the
+    answer tokens that overlap each field's span. ``logprobs``: those the generation reported
+    (None for tokens the grammar forced, which were no choice); without them the answer is
+    scored again after the prompt."""
     if not answer_ids:
         return {}
-    logprobs = engine.token_logprobs(prompt_ids + answer_ids)[len(prompt_ids) - 1:]
+    if logprobs is None or len(logprobs) != len(answer_ids):
+        logprobs = engine.continuation_logprobs(prompt_ids, [answer_ids])[0] if hasattr(
+            engine, "continuation_logprobs") else engine.token_logprobs(prompt_ids + answer_ids)[len(prompt_ids) - 1:]
     tokenizer, ends, decoded = engine.tokenizer, [], ""
     for i in range(len(answer_ids)):
         decoded = tokenizer.decode(answer_ids[: i + 1], skip_special_tokens=True)
@@ -138,7 +143,7 @@ def token_confidences(engine, prompt_ids: list[int], answer_ids: list[int], text
     starts = [0, *ends[:-1]]
     out = {}
     for name, (start, end) in spans.items():
-        picked = [lp for lp, s, e in zip(logprobs, starts, ends, strict=False) if s < end and e > start]
+        picked = [lp for lp, s, e in zip(logprobs, starts, ends, strict=False) if s < end and e > start and lp is not None]
         out[name] = round(math.exp(sum(picked) / len(picked)), 4) if picked else 0.0
     return out
 
@@ -147,18 +152,20 @@ def build_request(pages: list[str], schema: DocSchema, max_new_tokens: int = 256
                   copy: bool = True, prompt_lookup_tokens: int = PROMPT_LOOKUP_TOKENS):
     """The extraction request: greedy, under the generation schema (``constrained``), each string
     field one of the document's spans (``copy``), with prompt-lookup drafts."""
-    from slmkit.engine import GenerationRequest
+    from slmkit.engine import GenerationRequest, SamplingParams
 
     json_schema = None
     if constrained:
         json_schema = schema.generation_schema(document_candidates(pages, schema) if copy else None)
     return GenerationRequest(messages=build_messages(pages, schema), max_new_tokens=max_new_tokens,
-                             json_schema=json_schema, prompt_lookup_tokens=prompt_lookup_tokens)
+                             json_schema=json_schema, prompt_lookup_tokens=prompt_lookup_tokens,
+                             sampling=SamplingParams(logprobs=True))
 
 
 def generate_answer(pages: list[str], schema: DocSchema, engine, max_new_tokens: int = 256,
-                    constrained: bool = True, copy: bool = True) -> tuple[str, dict, list[int], list[int]]:
-    """The model's answer: (text, parsed dict or {} if it is not JSON, prompt ids, answer ids)."""
+                    constrained: bool = True, copy: bool = True) -> tuple[str, dict, list[int], list[int], list | None]:
+    """The model's answer: (text, parsed dict or {} if it is not JSON, prompt ids, answer ids,
+    the answer tokens' log-probabilities where the backend reported them)."""
     from slmkit.engine.torch_backend import render_prompt
     from slmkit.generate import collect
 
@@ -169,7 +176,7 @@ def generate_answer(pages: list[str], schema: DocSchema, engine, max_new_tokens:
         parsed = json.loads(result.text)
     except ValueError:
         parsed = {}
-    return result.text, parsed if isinstance(parsed, dict) else {}, prompt_ids, result.token_ids
+    return result.text, parsed if isinstance(parsed, dict) else {}, prompt_ids, result.token_ids, result.logprobs
 
 
 def extract_pages(pages: list[str], schema: DocSchema, engine, *, constrained: bool = True, copy: bool = True,
@@ -178,9 +185,11 @@ def extract_pages(pages: list[str], schema: DocSchema, engine, *, constrained: b
     "fields": {field: {"value", "confidence", "printed", "source", "note"}}}``; ``values``
     validate against ``schema.schema``. ``copy=False`` lets string fields be any text (checked
     against the document after decoding) instead of one of the document's spans."""
-    text, answer, prompt_ids, answer_ids = generate_answer(pages, schema, engine, max_new_tokens, constrained, copy)
+    text, answer, prompt_ids, answer_ids, logprobs = generate_answer(pages, schema, engine, max_new_tokens,
+                                                                     constrained, copy)
     spans = value_spans(text, [f.name for f in schema.fields]) if answer else {}
-    confidences = token_confidences(engine, prompt_ids, answer_ids, text, spans) if with_confidence and spans else {}
+    confidences = token_confidences(engine, prompt_ids, answer_ids, text, spans, logprobs) \
+        if with_confidence and spans else {}
     return {**interpret(answer, pages, schema, confidences), "answer": text}
 
 

@@ -29,6 +29,9 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k cut
     repetition_penalty: float = 1.0
     seed: int | None = None
+    # Also report each chosen token's log-probability under the model's own distribution (the
+    # raw scores, before the grammar mask and the penalty) in Chunk.logprobs.
+    logprobs: bool = False
     # A compiled grammar (slmkit.engine.constrained.JsonGrammar) that masks the tokens it rejects;
     # set by the engine from GenerationRequest.json_schema, not by callers.
     grammar: object | None = None
@@ -121,6 +124,9 @@ class Chunk:
 
     text: str
     token_ids: list[int] = dataclasses.field(default_factory=list)
+    # With SamplingParams.logprobs: one per token id; None for a token no choice was made for
+    # (one the grammar forced and the backend fed without computing its scores).
+    logprobs: list[float | None] | None = None
     finish_reason: str | None = None
     stats: GenerationStats | None = None
 
@@ -173,7 +179,8 @@ FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
 BACKEND_OPTIONS = {
     "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
     "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size", "kv_tokens",
-                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens", "prompt_lookup"),
+                 "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens", "prompt_lookup",
+                 "jump_forward"),
     "onnxruntime": ("threads",),
 }
 

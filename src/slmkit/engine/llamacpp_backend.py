@@ -107,15 +107,17 @@ class LlamaCppEngine:
     prefixes whose KV is kept in host memory for reuse (default half the context; 0 turns the
     cache off; SmolLM2-135M's f16 KV is ~23 KB per token). ``draft`` names a small model
     with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
-    honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``text_side`` is
-    the directory of HF tokenizer files when they do not lie beside the GGUF.
+    honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``jump_forward``
+    feeds the tokens a greedy request's JSON grammar forces without a decode step each (on by
+    default; off only to measure it). ``text_side`` is the directory of HF tokenizer files when
+    they do not lie beside the GGUF.
     """
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = 2,
                  context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 512,
                  max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
-                 text_side: Path | None = None, prompt_lookup: bool = False):
+                 text_side: Path | None = None, prompt_lookup: bool = False, jump_forward: bool = True):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -178,6 +180,8 @@ class LlamaCppEngine:
             self.draft_model = load_draft_model(draft, target, self.tokenizer)
         self.scheduler = LlamaBatchScheduler(self.context.ctx, self.vocab_size, batch_size, max_batch_size,
                                              llama_cpp.llama_n_ctx(self.context.ctx), prefix_cache)
+        if not jump_forward:
+            self.scheduler.max_forced = 0
         self.load_time_s = time.perf_counter() - started
 
     def _end_of_turn_ids(self) -> set[int]:

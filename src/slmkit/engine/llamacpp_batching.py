@@ -322,7 +322,7 @@ class LlamaBatchScheduler:
         request finished."""
         token = slot.sampler(logits, slot.state.all_ids)
         slot.todo = [token]
-        if not self._send(slot, token):
+        if not self._send(slot, token, slot.sampler.last_logprob):
             return None
         grammar = slot.sampler.grammar_state
         # Greedy only: sampling would draw (and use random numbers) for these tokens too, and
@@ -332,12 +332,12 @@ class LlamaBatchScheduler:
             for forced in grammar.forced()[:room]:
                 grammar.advance(forced)
                 slot.todo.append(forced)
-                if not self._send(slot, forced):
+                if not self._send(slot, forced, None):
                     return None
         return token
 
-    def _send(self, slot: Slot, token: int) -> bool:
-        chunk = slot.state.append(token)
+    def _send(self, slot: Slot, token: int, logprob: float | None) -> bool:
+        chunk = slot.state.append(token, logprob, slot.sampler.logprobs)
         if chunk.text or chunk.finish_reason:
             slot.output.put(chunk)
         if chunk.finish_reason:

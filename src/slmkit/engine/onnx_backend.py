@@ -119,7 +119,7 @@ class OnnxEngine:
         logits, past = self._locked_run(prompt_ids, self._empty_past())
         while True:
             token = sampler(torch.from_numpy(logits[-1]), context)
-            chunk = state.append(token)
+            chunk = state.append(token, sampler.last_logprob, sampler.logprobs)
             if chunk.text or chunk.finish_reason:
                 yield chunk
             if chunk.finish_reason:

@@ -45,6 +45,8 @@ class Sampler:
         self.repetition_penalty = params.repetition_penalty
         self.rng = np.random.default_rng(params.seed)  # seed None: fresh entropy
         self.grammar_state = params.grammar.start() if params.grammar is not None else None
+        self.logprobs = params.logprobs
+        self.last_logprob: float | None = None  # of the last chosen token, when logprobs is asked for
 
     def __call__(self, logits: torch.Tensor | np.ndarray, context_ids: list[int] | torch.Tensor) -> int:
         """Next token for one sequence. ``logits`` is (vocab,), ``context_ids`` the tokens so far.
@@ -58,6 +60,8 @@ class Sampler:
             token = int(raw.argmax())
             if not np.isfinite(raw[token]):
                 raise NonFiniteLogitsError("The model produced NaN or infinite scores for this request.")
+            if self.logprobs:
+                self.last_logprob = _logprob(raw, token)
             return token
         scores = self._processed(logits, context_ids)
         if self.greedy:
@@ -68,6 +72,8 @@ class Sampler:
             token = self._sample(scores)
         if self.grammar_state is not None:
             self.grammar_state.advance(token)
+        if self.logprobs:
+            self.last_logprob = _logprob(_as_row(logits), token)
         return token
 
     def _processed(self, logits, context_ids) -> np.ndarray:
@@ -148,6 +154,11 @@ def _nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
     removed = np.cumsum(probs[order]) <= drop_mass
     removed[-1] = False
     return order[~removed]
+
+
+def _logprob(raw: np.ndarray, token: int) -> float:
+    top = float(raw.max())
+    return float(raw[token]) - top - float(np.log(np.exp(raw - top, dtype=np.float64).sum()))
 
 
 def _as_row(logits) -> np.ndarray:

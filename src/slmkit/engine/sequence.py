@@ -98,13 +98,15 @@ class SequenceState:
         self.started = time.perf_counter()
         self.finish_reason: str | None = None
         self._unsent_ids: list[int] = []
+        self._unsent_logprobs: list[float | None] | None = None
 
     @property
     def all_ids(self) -> list[int]:
         return self.prompt_ids + self.generated
 
-    def append(self, token_id: int) -> Chunk:
+    def append(self, token_id: int, logprob: float | None = None, with_logprobs: bool = False) -> Chunk:
         """Take the next sampled token; the returned chunk is final when ``finish_reason`` is set.
+        ``with_logprobs``: the chunks carry each token's ``logprob`` (None where none was computed).
 
         A chunk with no text carries no ids either: they travel with the next chunk that has
         text, so callers may drop empty chunks without losing ids.
@@ -113,6 +115,8 @@ class SequenceState:
             self.stats.time_to_first_token_s = time.perf_counter() - self.started
         self.generated.append(token_id)
         self._unsent_ids.append(token_id)
+        if with_logprobs:
+            self._unsent_logprobs = (self._unsent_logprobs or []) + [logprob]
         self.stats.completion_tokens = len(self.generated)
         is_eos = token_id in self.eos_ids
         raw = self.detokenizer.flush() if is_eos else self.detokenizer.push(token_id)
@@ -133,7 +137,9 @@ class SequenceState:
         if not text and reason is None:
             return Chunk(text="")
         ids, self._unsent_ids = self._unsent_ids, []
-        return Chunk(text=text, token_ids=ids, finish_reason=reason, stats=self.stats if reason else None)
+        logprobs, self._unsent_logprobs = self._unsent_logprobs, None
+        return Chunk(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason,
+                     stats=self.stats if reason else None)
 
     def _finish(self, reason: str, text: str) -> Chunk:
         self.finish_reason = reason

@@ -188,7 +188,7 @@ class BatchScheduler:
         """Sample the slot's next token and send its chunk; True when the slot is finished."""
         token = slot.sampler(logits, slot.state.all_ids)
         slot.last_token = token
-        chunk = slot.state.append(token)
+        chunk = slot.state.append(token, slot.sampler.last_logprob, slot.sampler.logprobs)
         if chunk.text or chunk.finish_reason:
             slot.output.put(chunk)
         if chunk.finish_reason:
