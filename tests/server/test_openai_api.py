@@ -156,3 +156,34 @@ def test_error_after_the_first_byte_is_an_event(server, model_id, monkeypatch):
     assert response.status_code == 200 and events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert error["type"] == "server_error" and "/root" not in error["message"] and "secret" not in error["message"]
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_stream_events_carry_any_text_exactly(chat):
+    """Token events are written around a placeholder; every text (quotes, backslashes, newlines,
+    NUL, non-ASCII, the placeholder's own letters) must come back exactly, as valid JSON."""
+    import asyncio
+    import json
+
+    from slmkit.engine import Chunk, GenerationStats
+    from slmkit.server.generation import stream_events
+
+    texts = ['say "hi"\\n', "line\nbreak\ttab", "\x00nul", "é漢字🙂", "slmkit-token-text", "</script>"]
+
+    async def chunks():
+        for text in texts:
+            yield Chunk(text=text, token_ids=[1])
+        yield Chunk(text="", finish_reason="stop", stats=GenerationStats(prompt_tokens=3, completion_tokens=6))
+
+    async def run():
+        return [event async for event in stream_events(chunks(), chat=chat, model='m"x', include_usage=True,
+                                                        on_finish=lambda stats: None)]
+
+    events = asyncio.run(run())
+    assert events[-1] == "data: [DONE]\n\n"
+    bodies = [json.loads(event[len("data: "):]) for event in events[:-1]]
+    pieces = [b["choices"][0]["delta"].get("content", "") if chat else b["choices"][0]["text"]
+              for b in bodies if b["choices"]]
+    assert "".join(pieces) == "".join(texts)
+    assert all(b["model"] == 'm"x' for b in bodies)
+    assert bodies[-1]["usage"]["completion_tokens"] == 6

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
+import weakref
 from collections.abc import Callable
 
 DONE = object()  # put by the scheduler after a request's last chunk
@@ -33,8 +33,7 @@ class ChunkQueue:
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             loop, future = waiter
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_resolve, future)
+            _waker(loop).wake(future)
 
     def get(self):
         with self._ready:
@@ -53,9 +52,45 @@ class ChunkQueue:
             await future
 
 
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
+class _LoopWaker:
+    """Wakes an event loop's waiting readers in bursts: a scheduler step hands out one chunk to
+    every running stream, and one ``call_soon_threadsafe`` (one write to the loop's wake-up
+    pipe, one loop iteration) for all of them costs the loop less than one per chunk."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: list[asyncio.Future] = []
+
+    def wake(self, future: asyncio.Future) -> None:
+        with self.lock:
+            self.pending.append(future)
+            if len(self.pending) > 1:
+                return  # a drain is scheduled and has not run yet: it takes this one too
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            with self.lock:
+                self.pending.clear()
+
+    def _drain(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for future in pending:
+            if not future.done():
+                future.set_result(None)
+
+
+_wakers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+    with _wakers_lock:
+        waker = _wakers.get(loop)
+        if waker is None:
+            waker = _wakers[loop] = _LoopWaker(loop)
+        return waker
 
 
 class ChunkStream:

@@ -178,6 +178,9 @@ def timings(stats: GenerationStats | None) -> dict:
             "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2), "total_s": round(stats.total_s, 4)}
 
 
+_TEXT = "\u0000slmkit-token-text\u0000"  # a placeholder no model text can equal (NUL is escaped in JSON)
+
+
 def sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -200,12 +203,17 @@ async def stream_events(chunks: AsyncIterator[Chunk], *, chat: bool, model: str,
         if chat:
             yield event({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                          "logprobs": None}, **(extra_first or {}))
+        # A token's event is the same JSON each time but for its text: written once around a
+        # placeholder and filled in per token (json.dumps of the whole dict per token was most
+        # of the event loop's time per streamed token).
+        piece = {"delta": {"content": _TEXT}} if chat else {"text": _TEXT}
+        head, tail = event({"index": 0, **piece, "finish_reason": None, "logprobs": None}).rsplit(
+            json.dumps(_TEXT), 1)
         stats = None
         async for chunk in chunks:
             stats = chunk.stats or stats
             if chunk.text:
-                piece = {"delta": {"content": chunk.text}} if chat else {"text": chunk.text}
-                yield event({"index": 0, **piece, "finish_reason": None, "logprobs": None})
+                yield head + json.dumps(chunk.text, ensure_ascii=False) + tail
             if chunk.finish_reason:
                 on_finish(stats)
                 last = {"delta": {}} if chat else {"text": ""}
