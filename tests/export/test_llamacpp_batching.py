@@ -323,3 +323,55 @@ def test_reported_logprobs_are_the_teacher_forced_ones(gguf_path, eot_model_dir,
         assert plain.logprobs is None, "not asked for, not reported"
     finally:
         engine.close()
+
+
+LONG = "Tell me everything about the sea, the wind, the long grey waves and the boats that sail on them. " * 2
+
+
+def test_long_prompts_prefilled_by_pytorch_decode_like_llama_cpp(gguf_path):
+    """prefill="torch": PyTorch runs the prompt, its KV is written into llama.cpp's cache, and
+    llama.cpp decodes from there. In float32 the tokens equal llama.cpp's own prefill's; the
+    KV kept for the prefix cache is the transferred one."""
+    plain = _engine(gguf_path, prefill="llamacpp", prefix_cache_tokens=0)
+    hybrid = _engine(gguf_path, prefill="torch", prefill_dtype="float32", prefill_min_tokens=16)
+    assert hybrid.prefill == "torch-float32" and plain.prefill == "llamacpp"
+    calls = []
+    prefill = hybrid.scheduler.torch_prefill
+
+    def counted(ids):
+        calls.append(len(ids))
+        return prefill(ids)
+
+    hybrid.scheduler.torch_prefill = counted
+    try:
+        for question in (LONG, LONG + " And the fish?", "hi"):
+            want = _ids(list(plain.stream(_request(question, tokens=16))))
+            assert _ids(list(hybrid.stream(_request(question, tokens=16)))) == want, question
+        assert len(calls) == 2, "the short prompt and the cached prefix's short rest stay on llama.cpp"
+        # A prompt whose uncached rest is long goes to PyTorch whole, replacing the restored prefix.
+        longer = LONG + " Now the fish, the birds and the weather. " * 4
+        assert _ids(list(hybrid.stream(_request(longer, tokens=16)))) == _ids(list(plain.stream(_request(longer, tokens=16))))
+        assert len(calls) == 3
+        assert hybrid.scheduler.sequence_tokens() == {}, "no KV left behind"
+    finally:
+        plain.close()
+        hybrid.close()
+
+
+def test_bf16_prefill_and_refusals(gguf_path, tmp_path):
+    import shutil
+
+    from slmkit.errors import InvalidRequestError
+
+    hybrid = _engine(gguf_path, prefill="torch", prefill_dtype="bfloat16", prefill_min_tokens=16)
+    try:
+        result = list(hybrid.stream(_request(LONG, tokens=8)))
+        assert result[-1].finish_reason in ("stop", "length") and len(_ids(result)) >= 1
+    finally:
+        hybrid.close()
+    lone = tmp_path / "lone.gguf"  # no card, no float weights beside it
+    shutil.copy(f"{gguf_path}/model.gguf", lone)
+    with pytest.raises(InvalidRequestError, match="float weights"):
+        _engine(str(lone), prefill="torch")
+    with pytest.raises(InvalidRequestError, match="prefill must be"):
+        _engine(gguf_path, prefill="gpu")

@@ -26,7 +26,7 @@ from slmkit.engine import Chunk, GenerationRequest
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
-from slmkit.errors import CorruptModelError
+from slmkit.errors import CorruptModelError, InvalidRequestError
 
 
 def load_gguf_tokenizer(gguf_path: Path, text_side: Path | None = None):
@@ -109,15 +109,20 @@ class LlamaCppEngine:
     with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
     honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``jump_forward``
     feeds the tokens a greedy request's JSON grammar forces without a decode step each (on by
-    default; off only to measure it). ``text_side`` is the directory of HF tokenizer files when
-    they do not lie beside the GGUF.
+    default; off only to measure it). ``prefill`` picks who prefills a cold prompt of at least
+    ``prefill_min_tokens``: ``"auto"`` PyTorch in bf16 on CPUs with AMX when the float weights
+    the GGUF was made from are at hand (about 4x faster there, engine/llamacpp_prefill.py),
+    else llama.cpp; ``"torch"`` always PyTorch (``prefill_dtype`` "bfloat16" or "float32");
+    ``"llamacpp"`` never. ``text_side`` is the directory of HF tokenizer files when they do not
+    lie beside the GGUF.
     """
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = 2,
                  context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 512,
                  max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
-                 text_side: Path | None = None, prompt_lookup: bool = False, jump_forward: bool = True):
+                 text_side: Path | None = None, prompt_lookup: bool = False, jump_forward: bool = True,
+                 prefill: str = "auto", prefill_min_tokens: int = 1024, prefill_dtype: str | None = None):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -182,6 +187,7 @@ class LlamaCppEngine:
                                              llama_cpp.llama_n_ctx(self.context.ctx), prefix_cache)
         if not jump_forward:
             self.scheduler.max_forced = 0
+        self.prefill = self._set_up_prefill(prefill, prefill_min_tokens, prefill_dtype, threads)
         self.load_time_s = time.perf_counter() - started
 
     def _end_of_turn_ids(self) -> set[int]:
@@ -199,6 +205,44 @@ class LlamaCppEngine:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+    def _set_up_prefill(self, prefill: str, min_tokens: int, dtype: str | None, threads: int) -> str:
+        """Who prefills long cold prompts: "torch" (bf16 or float32) or "llamacpp"."""
+        import llama_cpp
+
+        from slmkit.engine.llamacpp_prefill import TorchPrefill, fast_bf16, float_twin, learn_layout
+
+        if prefill not in ("auto", "torch", "llamacpp"):
+            raise InvalidRequestError(f"prefill must be auto, torch or llamacpp, got {prefill!r}.", param="prefill")
+        if prefill == "llamacpp" or (prefill == "auto" and not fast_bf16()):
+            return "llamacpp"
+        twin = float_twin(self.text_side)
+        if twin is None:
+            if prefill == "torch":
+                raise InvalidRequestError(f"prefill='torch' needs the float weights {self.path.name} was made from; "
+                                          "they are not beside it nor on its card.", param="prefill")
+            return "llamacpp"
+        torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, None: None}[dtype]
+        torch_dtype = torch_dtype or (torch.bfloat16 if fast_bf16() else torch.float32)
+        model = self.model.model
+        n_layer, heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model)
+        head_dim = llama_cpp.llama_model_n_embd(model) // heads
+        config = json.loads((twin / "config.json").read_text(encoding="utf-8"))
+        if (config.get("vocab_size"), config.get("num_hidden_layers"), config.get("num_key_value_heads")) != (
+                self.vocab_size, n_layer, llama_cpp.llama_model_n_head_kv(model)):
+            return "llamacpp"
+        header = self.scheduler.run_exclusive(lambda seq_id: learn_layout(
+            self.context.ctx, lambda s: self._decode(s, [min(self.eos_ids, default=0)], 0, every_row=False),
+            seq_id, n_layer, llama_cpp.llama_model_n_head_kv(model) * head_dim))
+        if header is None:
+            return "llamacpp"
+        self.scheduler.torch_prefill = TorchPrefill(twin, torch_dtype, header, n_layer, head_dim, threads)
+        # The float model joins at the first long prompt; the server's memory budget counts it now
+        # (its float32 safetensors, scaled to the dtype it runs in).
+        stored = sum(f.stat().st_size for f in twin.glob("*.safetensors"))
+        self.memory_bytes += stored * torch.tensor([], dtype=torch_dtype).element_size() // 4
+        self.scheduler.prefill_min_tokens = min_tokens
+        return f"torch-{str(torch_dtype).removeprefix('torch.')}"
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))

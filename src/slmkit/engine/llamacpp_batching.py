@@ -81,6 +81,10 @@ class LlamaBatchScheduler:
         # Forced tokens fed in one step per sequence, kept small enough that every running
         # sequence's fit in one batch.
         self.max_forced = max(0, min(32, n_batch // max_batch_size - 2))
+        # Cold prompts of at least prefill_min_tokens are prefilled by this callable (token ids ->
+        # (last logits, sequence state)) when the engine set one (engine/llamacpp_prefill.py).
+        self.torch_prefill = None
+        self.prefill_min_tokens = 256
         # One id per running request, one for teacher-forced scoring, one spare.
         self.sequence_count = max_batch_size + 2
         self.free_ids = list(range(self.sequence_count))
@@ -199,6 +203,27 @@ class LlamaBatchScheduler:
                 if entry is not None and self._restore(*self.saved[entry.handle], slot.seq_id, length):
                     slot.n_past, slot.todo = length, slot.todo[length:]
             self.active.append(slot)
+            # The part not cached is long: PyTorch prefills the whole prompt again, which here
+            # is still faster than llama.cpp prefilling that part.
+            if self.torch_prefill is not None and len(slot.todo) >= self.prefill_min_tokens:
+                self._prefill_in_torch(slot)
+
+    def _prefill_in_torch(self, slot: Slot) -> None:
+        """Prefill a long prompt with PyTorch and write its KV into the slot's sequence, replacing
+        any cached prefix restored there (engine/llamacpp_prefill.py); on any failure llama.cpp
+        prefills it as usual."""
+        prompt = slot.state.prompt_ids
+        try:
+            logits, state = self.torch_prefill(prompt)
+        except Exception:  # noqa: BLE001 - the request still gets its answer, from llama.cpp's prefill
+            log.exception("PyTorch prefill failed; llama.cpp prefills this prompt")
+            return
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if not self._restore(buffer, len(state), slot.seq_id, len(prompt)):
+            return
+        slot.n_past, slot.todo, slot.prefilling = len(prompt), [], False
+        self._remember_prompt(slot, (buffer, len(state)))
+        self._emit(slot, logits)
 
     def _restore(self, state: ctypes.Array, size: int, seq_id: int, length: int) -> bool:
         """Put a cached prefix's KV into ``seq_id`` and keep its first ``length`` positions;
@@ -345,15 +370,18 @@ class LlamaBatchScheduler:
             return False
         return True
 
-    def _remember_prompt(self, slot: Slot) -> None:
+    def _remember_prompt(self, slot: Slot, state: tuple[ctypes.Array, int] | None = None) -> None:
         """Copy the just-prefilled prompt's KV (positions 0..n_past-1, nothing generated yet)
-        out to host memory for the prefix cache."""
+        out to host memory for the prefix cache (``state``: already at hand, as written)."""
         cache = self.prefix_cache
         if cache is None or not cache.wants(slot.state.prompt_ids):
             return
-        size = self.ll.llama_state_seq_get_size(self.ctx, slot.seq_id)
-        buffer = (ctypes.c_uint8 * size)()
-        written = self.ll.llama_state_seq_get_data(self.ctx, buffer, size, slot.seq_id)
+        if state is not None:
+            buffer, written = state
+        else:
+            size = self.ll.llama_state_seq_get_size(self.ctx, slot.seq_id)
+            buffer = (ctypes.c_uint8 * size)()
+            written = self.ll.llama_state_seq_get_data(self.ctx, buffer, size, slot.seq_id)
         if written == 0:
             return
         handle, self._next_handle = self._next_handle, self._next_handle + 1
