@@ -244,6 +244,12 @@ class LlamaCppEngine:
         self.scheduler.prefill_min_tokens = min_tokens
         return f"torch-{str(torch_dtype).removeprefix('torch.')}"
 
+    def preload(self) -> None:
+        """Load now what would load at first use (the PyTorch prefill model): a server calls this
+        at start so its first long prompt is not the one that waits."""
+        if self.scheduler is not None and self.scheduler.torch_prefill is not None:
+            self.scheduler.torch_prefill.load()
+
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))
 

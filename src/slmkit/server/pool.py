@@ -329,9 +329,12 @@ def scrub_paths(text: str) -> str:
 
 
 def _warm_up(engine) -> None:
-    """One greedy token, so a model that loads but cannot generate fails here, not per request."""
+    """One greedy token, so a model that loads but cannot generate fails here, not per request;
+    and what an engine loads at first use is loaded now (``preload``)."""
     from slmkit.engine import GenerationRequest
 
+    if hasattr(engine, "preload"):
+        engine.preload()
     chunks = engine.stream(GenerationRequest(prompt="Hello", max_new_tokens=1))
     try:
         for _ in chunks:
