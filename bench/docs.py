@@ -63,7 +63,9 @@ def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) ->
     if row == "regex":
         report = evaluate_docs(gold, regex_baseline, limit=limit)
     else:
-        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prompt_lookup=True)
+        # loaded as slm docs extract loads it (slmkit.docs.batch.Extractor): no prompt-lookup drafts, which
+        # llama.cpp would take on these greedy requests and which can change an answer; no prefix cache
+        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prefix_cache_tokens=0)
         embedder = load_embedding_model("minilm-l6", threads=2)
         constrained, copy = row != "base", row in ("base-copy", "tuned")
         report = evaluate_docs(
