@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 ROWS = ("regex", "base", "base-constrained", "base-copy", "tuned-free", "tuned")
+DEFAULT_MODEL = "docs-extractor"
 
 
 def row_label(row: str, base: str, tuned: str) -> str:
@@ -62,7 +63,9 @@ def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) ->
     if row == "regex":
         report = evaluate_docs(gold, regex_baseline, limit=limit)
     else:
-        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prompt_lookup=True)
+        # loaded as slm docs extract loads it (slmkit.docs.batch.Extractor): no prompt-lookup drafts, which
+        # llama.cpp would take on these greedy requests and which can change an answer; no prefix cache
+        engine = load_engine(tuned if row.startswith("tuned") else base, threads=2, prefix_cache_tokens=0)
         embedder = load_embedding_model("minilm-l6", threads=2)
         constrained, copy = row != "base", row in ("base-copy", "tuned")
         report = evaluate_docs(
@@ -71,7 +74,8 @@ def score_row(row: str, gold: Path, limit: int | None, base: str, tuned: str) ->
             classify=lambda pages: classify_pages(pages, engine, embedder=embedder)["kind"], limit=limit)
         engine.close()
     # Per-document values and hits beside the scores, to see where the errors are (on dev).
-    details = gold.parent.parent / f"details-{gold.parent.name}-{limit or 'all'}-{row}.jsonl"
+    model = f"-{tuned}" if row.startswith("tuned") and tuned != DEFAULT_MODEL else ""
+    details = gold.parent.parent / f"details-{gold.parent.name}-{limit or 'all'}-{row}{model}.jsonl"
     details.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.results), encoding="utf-8")
     return {**report.summary(), "minutes": (time.perf_counter() - started) / 60}
 
@@ -268,7 +272,7 @@ def main() -> None:
     parser.add_argument("--split", default="heldout")
     parser.add_argument("--limit", type=int, default=None, help="score the first N documents only")
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--model", default="docs-extractor")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--speed", action="store_true", help="also measure the constrained decoding cost")
     parser.add_argument("--mask-cost", action="store_true", help="only measure the grammar's own cost per token")
@@ -304,7 +308,9 @@ def main() -> None:
             store.write_text(json.dumps(summary_rows(gold, args.limit, args.base), indent=1))
         print_summary_table(json.loads(store.read_text()))
         return
-    store = args.data / f"bench-{args.split}-{args.limit or 'all'}.json"
+    # Another specialist (e.g. its GGUF export, --model docs-extractor-f16) keeps its rows apart.
+    model = f"-{args.model}" if args.model != DEFAULT_MODEL else ""
+    store = args.data / f"bench-{args.split}-{args.limit or 'all'}{model}.json"
     results = json.loads(store.read_text()) if store.exists() else {}
     for row in args.rows.split(","):
         if row not in ROWS:

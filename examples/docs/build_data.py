@@ -10,7 +10,7 @@ Splits (each a folder of PDFs plus gold.jsonl, one {"file", "kind", "fields"} pe
 - dev: tune layouts, other documents: what settings were tuned on;
 - heldout: layouts never used in training or tuning: what the headline numbers are measured on.
 
-Usage: python examples/docs/build_data.py OUT [--train 240 --dev 30 --heldout 24] [--classify-every 0]
+Usage: python examples/docs/build_data.py OUT [--train 336 --dev 36 --heldout 24] [--classify-every 0]
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def write_split(out: Path, split: str, count: int, chat: bool, classify_every: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--train", type=int, default=240)
-    parser.add_argument("--dev", type=int, default=30)
+    parser.add_argument("--train", type=int, default=336)
+    parser.add_argument("--dev", type=int, default=36)
     parser.add_argument("--heldout", type=int, default=24)
     parser.add_argument("--classify-every", type=int, default=0, help="also a classification example every N "
                                                                       "training documents (0: none)")

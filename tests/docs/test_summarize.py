@@ -119,3 +119,32 @@ def test_a_stated_subject_comes_first():
     assert stated_subject(["From: Anna\nSubject: [T-1] Printer not detected\nHello"]) == "[T-1] Printer not detected"
     assert stated_subject(["SERVICE AGREEMENT\nAgreement no. 7\nThis agreement is signed today."]) == "SERVICE AGREEMENT"
     assert stated_subject(["Total   $10.00\nThe client pays on time."]) is None
+
+
+def test_the_subject_is_what_not_who(minilm):
+    from slmkit.docs.summarize import names_someone, stated_subject
+
+    # a help-desk export: the label and the value in two columns of one line
+    assert stated_subject(["Ticket ID:   #4471\nSummary:     Printer not detected on network\n"]) == \
+        "Printer not detected on network"
+    # a vendor's name in capitals heads an invoice: not its title
+    assert stated_subject(["SUNRISE FOODS PLC\n12 Mill Lane\n"], ["Sunrise Foods plc"]) is None
+    assert names_someone("Attn: Liam Moreau", []) and names_someone("Maple Electric plc", ["Maple Electric plc"])
+    assert not names_someone("Printer not detected on network", ["Maple Electric plc"])
+    page = ("Maple Electric plc\nAttn: Liam Moreau\nE-mail: liam.moreau@example.com\n"
+            "Maple Electric plc supplies the printer installation service.\nPrinter installation and network setup")
+    subject, _ = combine(gists(split_sections([page]), minilm, parties=["Maple Electric plc"]))
+    assert subject == "Printer installation and network setup"
+
+
+def test_the_same_name_for_both_parties_is_given_once():
+    from slmkit.docs.schemas import load_schema
+    from slmkit.docs.summarize import distinct_parties, headline
+
+    schema = load_schema("invoice")
+    values = {f.name: None for f in schema.fields} | {"invoice_number": "A1", "vendor_name": "Acme Ltd",
+                                                      "customer_name": "ACME  Ltd"}
+    kept = distinct_parties(schema, values)
+    assert kept["vendor_name"] == "Acme Ltd" and kept["customer_name"] is None
+    assert headline("invoice", kept) == "Invoice A1 from Acme Ltd."
+    assert distinct_parties(schema, values | {"customer_name": "Bolt BV"}) == values | {"customer_name": "Bolt BV"}

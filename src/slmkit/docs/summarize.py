@@ -111,20 +111,24 @@ def sentences(text: str) -> list[str]:
     return wordy or pieces
 
 
-SUBJECT_LINE = re.compile(r"^(?:subject|re|regarding|concerning|title|about)\s*:\s*(\S.*)$", re.IGNORECASE)
+SUBJECT_LINE = re.compile(r"^(?:subject|re|regarding|concerning|title|about|topic|summary|issue|short description)\s*:\s*"
+                          r"(\S.*)$", re.IGNORECASE)
 TITLE_LINE = re.compile(r"^(?:#{1,6}\s+\S.*|[A-Z][A-Z&,'()/-]*(?: [A-Z&,'()/-]+)+)$")
 
 
-def stated_subject(pages: list[str]) -> str | None:
+def stated_subject(pages: list[str], parties: list[str] = ()) -> str | None:
     """The subject as the document states it: a Subject/Re/Regarding line on the first pages, else
     the first title on the first page (a Markdown heading or an all-caps line of 2+ words)."""
     head = [s for page in pages[:HEAD_PAGES] for s in sentences(page)]
+    # also whole lines, spaces squeezed: a help-desk export puts the label and the value in two columns
+    head += [" ".join(line.split()) for page in pages[:HEAD_PAGES] for line in page.splitlines()]
     for candidate in head:
         match = SUBJECT_LINE.match(candidate)
         if match:
             return match.group(1)
     for candidate in sentences(pages[0]) if pages else []:
-        if TITLE_LINE.match(candidate) and len(candidate.split()) <= 8:
+        if TITLE_LINE.match(candidate) and len(candidate.split()) <= 8 and not any(
+                " ".join(name.split()).casefold() == candidate.casefold() for name in parties):  # a name in capitals
             return candidate.lstrip("#").strip()
     return None
 
@@ -138,12 +142,27 @@ def central(candidates: list[str], vectors) -> tuple[str, object]:
     return candidates[int(np.argmax(scores))], centroid
 
 
-def gists(sections: list[Section], embedder, progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Per section: ``{"title", "page", "gist", "vector"}`` (the section's mean sentence vector)."""
+# "Attn: Liam Moreau", "Assignee: David Silva": an optional label, then 2-4 capitalized words only
+NAME_LIKE = re.compile(r"^(?:[\w .'/-]+:\s*)?(?:[A-Z][\w'.-]*\s+){1,3}[A-Z][\w'.-]*$")
+
+
+def names_someone(sentence: str, names: list[str]) -> bool:
+    """Whether ``sentence`` is about who rather than what: it names one of the parties, gives an
+    e-mail address or is only a (labelled) name."""
+    squeezed = " ".join(sentence.split()).casefold()
+    return ("@" in sentence or bool(NAME_LIKE.match(" ".join(sentence.split())))
+            or any(" ".join(name.split()).casefold() in squeezed for name in names))
+
+
+def gists(sections: list[Section], embedder, progress: Callable[[int, int], None] | None = None,
+          parties: list[str] = ()) -> list[dict]:
+    """Per section: ``{"title", "page", "gist", "vector"}`` (the section's mean sentence vector).
+    A sentence that names one of ``parties`` is a gist only when nothing else is left."""
     out = []
     for index, section in enumerate(sections):
         every = sentences(section.text)
         candidates = [c for c in every if c.lstrip("#").strip() != section.title] or every  # the heading is the title
+        candidates = [c for c in candidates if not names_someone(c, list(parties))] or candidates
         if candidates:
             vectors = embedder.embed(candidates)
             gist, centroid = central(candidates, vectors)
@@ -168,6 +187,20 @@ def combine(section_gists: list[dict], max_gists: int = 3) -> tuple[str, list[di
     return subject, [section_gists[i] for i in keep]
 
 
+def distinct_parties(schema, values: dict) -> dict:
+    """``values`` with a name field that repeats an earlier one (case aside) set to None: when the
+    extraction gives one span as both vendor and customer, one of them is wrong, and a summary
+    saying "from X to X" states it; it names X once."""
+    out, seen = dict(values), set()
+    for field in schema.fields:
+        name = out[field.name] if field.kind == "name" else None
+        if name is not None and " ".join(name.split()).casefold() in seen:
+            out[field.name] = None
+        elif name is not None:
+            seen.add(" ".join(name.split()).casefold())
+    return out
+
+
 def summarize_pages(pages: list[str], engine, embedder, schema=None, *, max_gists: int = 3,
                     progress: Callable[[int, int], None] | None = None) -> dict:
     """Summary of a document's ``pages``. ``schema`` (a :class:`~slmkit.docs.schemas.DocSchema`)
@@ -182,12 +215,13 @@ def summarize_pages(pages: list[str], engine, embedder, schema=None, *, max_gist
     if schema is None:
         schema = load_schema(classify_pages(head, engine, embedder=embedder)["kind"])
     extracted = extract_pages(head, schema, engine, with_confidence=False)
-    parties = [{"field": f.name, "name": extracted["values"][f.name], "source": extracted["fields"][f.name]["source"]}
-               for f in schema.fields if f.kind == "name" and extracted["values"][f.name] is not None]
+    values = distinct_parties(schema, extracted["values"])
+    parties = [{"field": f.name, "name": values[f.name], "source": extracted["fields"][f.name]["source"]}
+               for f in schema.fields if f.kind == "name" and values[f.name] is not None]
     sections = split_sections(pages)
-    central_subject, chosen = combine(gists(sections, embedder, progress), max_gists)
-    subject = stated_subject(pages) or central_subject
-    text = headline(schema.name, extracted["values"])
+    central_subject, chosen = combine(gists(sections, embedder, progress, [p["name"] for p in parties]), max_gists)
+    subject = stated_subject(pages, [p["name"] for p in parties]) or central_subject
+    text = headline(schema.name, values)
     if subject:
         text += f" Subject: {subject}"
     if len(sections) > 1:

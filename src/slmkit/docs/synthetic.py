@@ -17,7 +17,9 @@ import dataclasses
 import datetime
 import random
 
-TUNE_LAYOUTS = {"invoice": ["classic", "printout", "header-table"], "contract": ["agreement"], "ticket": ["form"]}
+TUNE_LAYOUTS = {"invoice": ["classic", "printout", "header-table", "receipt", "two-column"],
+                "contract": ["agreement", "key-terms", "clauses"],
+                "ticket": ["form", "helpdesk-export", "web-form", "chat"]}
 HELDOUT_LAYOUTS = {"invoice": ["sidebar", "letter"], "contract": ["cover-sheet"], "ticket": ["email"]}
 
 COMPANY_A = ["Northwind", "Bluebird", "Harbor", "Granite", "Silverline", "Maple", "Quantum", "Redwood", "Atlas",
@@ -127,7 +129,8 @@ def invoice(rng: random.Random, layout: str) -> Synthetic:
     meta = [(label["invoice_number"], number), (label["invoice_date"], printed["invoice_date"])]
     if printed["due_date"]:
         meta.append((label["due_date"], printed["due_date"]))
-    meta += [(label["po_number"], po), (label["customer_id"], f"C{rng.randint(1000, 9999)}")]
+    customer_id = f"C{rng.randint(1000, 9999)}"
+    meta += [(label["po_number"], po), (label["customer_id"], customer_id)]
     rng.shuffle(meta)
     money = [(label["subtotal"], print_money(subtotal, style)), (label["tax"], print_money(tax, style)),
              (label["total_amount"], printed["total_amount"])]
@@ -135,7 +138,8 @@ def invoice(rng: random.Random, layout: str) -> Synthetic:
     vendor, customer = fields["vendor_name"], fields["customer_name"]
     address = f"{rng.randint(1, 250)} {rng.choice(['High Street', 'Main Road', 'Harbour Way', 'Mill Lane'])}"
     page = Page(rng, vendor=vendor, customer=customer, address=address, meta=meta, money=money,
-                item_lines=item_lines, printed=printed, number=number, po=po, label=label)
+                item_lines=item_lines, printed=printed, number=number, po=po, label=label, fields=fields,
+                customer_id=customer_id, style=style, items=items, amounts=(subtotal, tax, total))
     lines = _layout("invoice", layout)(page)
     return Synthetic("invoice", layout, fields, printed, lines, subject=", ".join(name for name, _, _ in items))
 
@@ -153,10 +157,10 @@ def contract(rng: random.Random, layout: str) -> Synthetic:
                "contract_value": print_money(value, style), "currency": style[0]}
     signed_text, number = print_date(rng, signed), f"AGR-{rng.randint(100, 9999)}"
     title = rng.choice(["SERVICE AGREEMENT", "MASTER SERVICES AGREEMENT", "CONSULTING CONTRACT"])
-    page = Page(rng, fields=fields, printed=printed, signed_text=signed_text, number=number, title=title)
+    page = Page(rng, fields=fields, printed=printed, signed_text=signed_text, number=number, title=title,
+                style=style, signed=signed)
     rows = _layout("contract", layout)(page)
-    return Synthetic("contract", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
-                     subject=title.lower())
+    return Synthetic("contract", layout, fields, printed, _rows_to_lines(rows), subject=title.lower())
 
 
 def ticket(rng: random.Random, layout: str) -> Synthetic:
@@ -167,10 +171,15 @@ def ticket(rng: random.Random, layout: str) -> Synthetic:
     printed = {**fields, "opened_date": print_date(rng, opened)}
     label = {k: rng.choice(v) for k, v in LABELS.items()}
     order, agent = f"ORD-{rng.randint(10000, 99999)}", person(rng)
-    page = Page(rng, fields=fields, printed=printed, number=number, label=label, order=order, agent=agent)
+    page = Page(rng, fields=fields, printed=printed, number=number, label=label, order=order, agent=agent,
+                opened=opened)
     rows = _layout("ticket", layout)(page)
-    return Synthetic("ticket", layout, fields, printed, [(18, 22 + 6 * i, t, "", 10) for i, t in enumerate(rows)],
-                     subject=fields["subject"])
+    return Synthetic("ticket", layout, fields, printed, _rows_to_lines(rows), subject=fields["subject"])
+
+
+def _rows_to_lines(rows: list) -> list:
+    """A layout's text rows, one under the other; a layout that places its own lines returns tuples."""
+    return [row if isinstance(row, tuple) else (18, 22 + 6 * i, row, "", 10) for i, row in enumerate(rows)]
 
 
 class Page:
@@ -259,6 +268,8 @@ def _ticket_form(p: Page) -> list:
             "Description:", "The customer reports the problem above and asks for help.",
             f"Related order {p.order}; previous case {p.rng.randint(1000, 9999)}."]
 
+
+from slmkit.docs import synthetic_tune  # noqa: E402, F401  (registers the other tune layouts)
 
 PARTY_FIELDS = {"invoice": ["vendor_name", "customer_name"], "contract": ["provider_name", "client_name"],
                 "ticket": ["customer_name"]}
