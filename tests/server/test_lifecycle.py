@@ -118,7 +118,8 @@ def test_slm_serve_exits_with_the_reason_when_the_model_cannot_load(tmp_path, ti
     (broken / "model.safetensors").write_bytes(b"junk")
     for args, reason in ((["--model", str(broken)], "Cannot serve"),
                          (["--model", str(tmp_path / "missing")], "missing"),
-                         (["--model", str(tiny_model_dir), "--backend", "nonsense"], "nonsense")):
+                         (["--model", str(tiny_model_dir), "--backend", "nonsense"], "nonsense"),
+                         (["--model", str(tiny_model_dir), "--prefill", "gpu"], "prefill must be auto, torch, llamacpp")):
         done = run_serve(*args)
         assert done.returncode == 1, (args, done.stderr[-500:])
         assert reason in done.stderr.splitlines()[-1], done.stderr[-500:]

@@ -21,6 +21,7 @@ System = Annotated[str | None, typer.Option(help="System prompt.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Backend = Annotated[str, typer.Option(help="Engine backend (auto picks the fastest available).")]
 Draft = Annotated[str | None, typer.Option(help="Draft model for assisted (speculative) decoding on the torch backend: same tokenizer, greedy output unchanged.")]  # noqa: E501
+Prefill = Annotated[str, typer.Option(help="Who prefills long prompts on llama.cpp: auto (PyTorch bf16 on AMX CPUs when the float weights are at hand, else llama.cpp), torch, or llamacpp (token-for-token llama.cpp's own).")]  # noqa: E501
 DraftTokens = Annotated[int, typer.Option(min=1, max=16, help="With --draft: tokens the draft proposes per step.")]
 
 

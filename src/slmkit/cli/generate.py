@@ -15,6 +15,7 @@ from slmkit.cli.common import (
     JsonFlag,
     MaxTokens,
     ModelArg,
+    Prefill,
     RepetitionPenalty,
     Seed,
     System,
@@ -45,6 +46,7 @@ def generate(
     stop: Annotated[list[str] | None, typer.Option(help="Stop when this text appears (repeatable).")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Complete the prompt as plain text, without the chat template.")] = False,  # noqa: E501
     backend: Backend = "auto",
+    prefill: Prefill = "auto",
     draft: Draft = None,
     draft_tokens: DraftTokens = 4,
     json_output: JsonFlag = False,
@@ -57,7 +59,7 @@ def generate(
 
     if prompt == "-":
         prompt = sys.stdin.read()
-    engine = load_with_progress(model, backend, draft=draft, draft_tokens=draft_tokens)
+    engine = load_with_progress(model, backend, draft=draft, draft_tokens=draft_tokens, prefill=prefill)
     request = build_request(prompt, chat=not raw, system=system, max_new_tokens=max_tokens, stop=stop,
                             temperature=temperature, top_p=top_p, top_k=top_k,
                             repetition_penalty=repetition_penalty, seed=seed)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from slmkit.cli.common import Backend, err
+from slmkit.cli.common import Backend, Prefill, err
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,7 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser pages from this origin (repeatable). CORS is off by default.")] = None,  # noqa: E501
     allow_host: Annotated[list[str] | None, typer.Option(help="Accept this Host header besides loopback names (needed behind a proxy or DNS name).")] = None,  # noqa: E501
     backend: Backend = "auto",
+    prefill: Prefill = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads per model (default: all cores).")] = None,
     drain_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests may finish after SIGTERM.")] = 10.0,
     preload: Annotated[bool, typer.Option(help="Load the first model at start-up.")] = True,
@@ -50,7 +51,7 @@ def serve(
     keys = list(api_key or []) + ([os.environ["SLM_API_KEY"]] if os.environ.get("SLM_API_KEY") else [])
     settings = ServerSettings(
         models=model or ["smollm2-135m"], embedding_models=embedding_model or ["minilm-l6"], host=host, port=port,
-        api_keys=keys, backend=backend, threads=threads,
+        api_keys=keys, backend=backend, prefill=prefill, threads=threads,
         max_memory_bytes=parse_size(max_memory) if max_memory else None, max_body_bytes=parse_size(max_body_size),
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, max_batch_size=max_batch_size,
         max_queue=max_queue, request_timeout_s=request_timeout, write_timeout_s=write_timeout, cors_origins=cors_origin or [],

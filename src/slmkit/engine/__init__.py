@@ -175,6 +175,8 @@ BACKENDS = ("torch", "llamacpp", "onnxruntime")
 BACKEND_ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "onnx": "onnxruntime", "pytorch": "torch"}
 # The backend each artifact format runs on fastest; "auto" picks it.
 FORMAT_BACKENDS = {"hf": "torch", "gguf": "llamacpp", "onnx": "onnxruntime"}
+# Who prefills long prompts on llama.cpp (engine/llamacpp_prefill.py).
+PREFILL_CHOICES = ("auto", "torch", "llamacpp")
 # Options only some backends take; the others drop them.
 BACKEND_OPTIONS = {
     "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
@@ -232,6 +234,9 @@ def load_engine(reference: str, backend: str = "auto", progress=None, **options)
     take are dropped (see :data:`BACKEND_OPTIONS`).
     """
     backend = backend_name(backend)
+    if options.get("prefill", "auto") not in PREFILL_CHOICES:  # checked here: other backends drop it
+        raise InvalidRequestError(f"prefill must be {', '.join(PREFILL_CHOICES)}, got {options['prefill']!r}.",
+                                  param="prefill")
     from slmkit.references import resolve, resolve_hf
 
     resolved = resolve(reference, progress=progress, prefer_gguf=backend in ("auto", "llamacpp"))

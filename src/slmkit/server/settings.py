@@ -13,6 +13,7 @@ class ServerSettings:
     port: int = 8000
     api_keys: list[str] = dataclasses.field(default_factory=list)  # empty = no auth
     backend: str = "auto"
+    prefill: str = "auto"  # who prefills long prompts on llama.cpp (engine/llamacpp_prefill.py)
     threads: int | None = None
     max_memory_bytes: int | None = None  # budget for loaded models; least recently used unloads first
     max_body_bytes: int = 8 * 1024 * 1024
