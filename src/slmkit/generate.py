@@ -45,7 +45,8 @@ def collect(chunks: Iterator[Chunk]) -> GenerationResult:
         parts.append(chunk.text)
         ids.extend(chunk.token_ids)
         if chunk.logprobs is not None:
-            logprobs = (logprobs or []) + chunk.logprobs
+            logprobs = [] if logprobs is None else logprobs
+            logprobs.extend(chunk.logprobs)
         last = chunk
     assert last is not None and last.stats is not None, "an engine stream always ends with a final chunk"
     return GenerationResult("".join(parts), last.finish_reason or "stop", last.stats, ids, logprobs)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from slmkit.engine import Chunk, GenerationRequest
+from slmkit.engine.llamacpp_prefill import PREFILL_MIN_TOKENS
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
@@ -122,7 +123,7 @@ class LlamaCppEngine:
                  max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
                  text_side: Path | None = None, prompt_lookup: bool = False, jump_forward: bool = True,
-                 prefill: str = "auto", prefill_min_tokens: int = 1024, prefill_dtype: str | None = None):
+                 prefill: str = "auto", prefill_min_tokens: int = PREFILL_MIN_TOKENS, prefill_dtype: str | None = None):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -210,10 +211,12 @@ class LlamaCppEngine:
         """Who prefills long cold prompts: "torch" (bf16 or float32) or "llamacpp"."""
         import llama_cpp
 
+        from slmkit.engine import PREFILL_CHOICES
         from slmkit.engine.llamacpp_prefill import TorchPrefill, fast_bf16, float_twin, learn_layout
 
-        if prefill not in ("auto", "torch", "llamacpp"):
-            raise InvalidRequestError(f"prefill must be auto, torch or llamacpp, got {prefill!r}.", param="prefill")
+        if prefill not in PREFILL_CHOICES:
+            raise InvalidRequestError(f"prefill must be {', '.join(PREFILL_CHOICES)}, got {prefill!r}.",
+                                      param="prefill")
         if prefill == "llamacpp" or (prefill == "auto" and not fast_bf16()):
             return "llamacpp"
         twin = float_twin(self.text_side)
@@ -225,22 +228,22 @@ class LlamaCppEngine:
         torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, None: None}[dtype]
         torch_dtype = torch_dtype or (torch.bfloat16 if fast_bf16() else torch.float32)
         model = self.model.model
-        n_layer, heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model)
-        head_dim = llama_cpp.llama_model_n_embd(model) // heads
+        n_layer, kv_heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head_kv(model)
+        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
         config = json.loads((twin / "config.json").read_text(encoding="utf-8"))
         if (config.get("vocab_size"), config.get("num_hidden_layers"), config.get("num_key_value_heads")) != (
-                self.vocab_size, n_layer, llama_cpp.llama_model_n_head_kv(model)):
+                self.vocab_size, n_layer, kv_heads):
             return "llamacpp"
         header = self.scheduler.run_exclusive(lambda seq_id: learn_layout(
             self.context.ctx, lambda s: self._decode(s, [min(self.eos_ids, default=0)], 0, every_row=False),
-            seq_id, n_layer, llama_cpp.llama_model_n_head_kv(model) * head_dim))
+            seq_id, n_layer, kv_heads * head_dim))
         if header is None:
             return "llamacpp"
         self.scheduler.torch_prefill = TorchPrefill(twin, torch_dtype, header, n_layer, head_dim, threads)
         # The float model joins at the first long prompt; the server's memory budget counts it now
         # (its float32 safetensors, scaled to the dtype it runs in).
         stored = sum(f.stat().st_size for f in twin.glob("*.safetensors"))
-        self.memory_bytes += stored * torch.tensor([], dtype=torch_dtype).element_size() // 4
+        self.memory_bytes += stored * torch_dtype.itemsize // 4
         self.scheduler.prefill_min_tokens = min_tokens
         return f"torch-{str(torch_dtype).removeprefix('torch.')}"
 

@@ -32,6 +32,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from slmkit.engine.drafting import Drafter
+from slmkit.engine.llamacpp_prefill import PREFILL_MIN_TOKENS
 from slmkit.engine.prefix_cache import PrefixCache
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
@@ -84,7 +85,7 @@ class LlamaBatchScheduler:
         # Cold prompts of at least prefill_min_tokens are prefilled by this callable (token ids ->
         # (last logits, sequence state)) when the engine set one (engine/llamacpp_prefill.py).
         self.torch_prefill = None
-        self.prefill_min_tokens = 256
+        self.prefill_min_tokens = PREFILL_MIN_TOKENS
         # One id per running request, one for teacher-forced scoring, one spare.
         self.sequence_count = max_batch_size + 2
         self.free_ids = list(range(self.sequence_count))

@@ -31,6 +31,9 @@ import torch
 log = logging.getLogger(__name__)
 
 GGML_TYPE_F16 = 1
+# Prompts whose uncached part is at least this long are prefilled by PyTorch (one-page
+# extractions, a few hundred tokens, stay on llama.cpp).
+PREFILL_MIN_TOKENS = 1024
 CELL = np.dtype([("pos", "<i4"), ("n_seq_id", "<u4"), ("seq_id", "<i4")])
 
 

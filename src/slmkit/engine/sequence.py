@@ -116,7 +116,9 @@ class SequenceState:
         self.generated.append(token_id)
         self._unsent_ids.append(token_id)
         if with_logprobs:
-            self._unsent_logprobs = (self._unsent_logprobs or []) + [logprob]
+            if self._unsent_logprobs is None:
+                self._unsent_logprobs = []
+            self._unsent_logprobs.append(logprob)
         self.stats.completion_tokens = len(self.generated)
         is_eos = token_id in self.eos_ids
         raw = self.detokenizer.flush() if is_eos else self.detokenizer.push(token_id)
