@@ -134,7 +134,7 @@ def test_prefix_cache_reuses_a_shared_prefix_and_never_a_different_one(gguf_path
     fresh = _engine(gguf_path, prefix_cache_tokens=0)
     want = [_ids(list(fresh.stream(r))) for r in requests]
     fresh.close()
-    cached = _engine(gguf_path, kv_tokens=2048, prefix_cache_tokens=1024)
+    cached = _engine(gguf_path, context_length=2048, prefix_cache_tokens=1024)
     cache = cached.scheduler.prefix_cache
     got, reused = [], []
     for request in requests:
@@ -165,7 +165,7 @@ def test_cached_prefixes_hold_no_kv_cells_between_requests_and_come_back_exactly
     fresh = _engine(gguf_path, prefix_cache_tokens=0)
     want = [_ids(list(fresh.stream(ask(q)))) for q in questions]
     fresh.close()
-    engine = _engine(gguf_path, kv_tokens=2048, prefix_cache_tokens=1024)
+    engine = _engine(gguf_path, context_length=2048, prefix_cache_tokens=1024)
     scheduler = engine.scheduler
 
     def cells_in_use() -> int:  # asked of llama.cpp itself, over every sequence id it has
@@ -375,3 +375,68 @@ def test_bf16_prefill_and_refusals(gguf_path, tmp_path):
         _engine(str(lone), prefill="torch")
     with pytest.raises(InvalidRequestError, match="prefill must be"):
         _engine(gguf_path, prefill="gpu")
+
+
+def test_running_sequences_take_the_lowest_ids_and_are_batched_in_id_order(gguf_path):
+    """Each sequence has its own KV stream; llama.cpp decodes sequences in one micro-batch only
+    while their ids run consecutively in the batch, so the scheduler keeps them that way."""
+    import types
+
+    from slmkit.engine.llamacpp_batching import LlamaBatchScheduler, Slot
+    from slmkit.engine.sampling import Sampler
+    from slmkit.engine.sequence import SequenceState
+
+    engine = _engine(gguf_path, prefix_cache_tokens=0, max_batch_size=4)
+    scheduler = engine.scheduler
+    real, batches = scheduler.ll, []
+
+    def llama_decode(ctx, batch):
+        batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return real.llama_decode(ctx, batch)
+
+    scheduler.ll = types.SimpleNamespace(**{name: getattr(real, name) for name in dir(real) if name.startswith("llama_")})
+    scheduler.ll.llama_decode = llama_decode
+    requests = [_request(q, tokens=t) for q, t in zip(QUESTIONS, (200, 8, 200, 200, 8, 200), strict=True)]
+    assert all(_concurrently(engine, requests, stagger_s=0.01))
+    engine.close()
+    assert any(len(set(rows)) > 1 for rows in batches), "requests should have run together"
+    for rows in batches:
+        assert rows == sorted(rows), f"batch rows out of id order: {rows}"
+    assert {seq for rows in batches for seq in rows} <= {0, 1, 2, 3}, "the scorer's id is the highest, unused here"
+
+    # the admission rule on its own: a request joining a batch with a gap takes the gap's id
+    # and its place in id order
+    bare = LlamaBatchScheduler.__new__(LlamaBatchScheduler)
+    bare.free_ids, bare.active, bare.max_batch_size = [4, 3, 2, 1, 0], [], 4
+    bare.prefix_cache, bare.torch_prefill = None, None
+
+    def slot() -> Slot:
+        return Slot(SequenceState(engine.tokenizer, [1, 2], set(), 4, []), Sampler(requests[0].sampling))
+
+    bare.waiting = [slot(), slot(), slot()]
+    bare._admit()
+    assert [s.seq_id for s in bare.active] == [0, 1, 2]
+    gone = bare.active.pop(1)  # the request at id 1 finished
+    bare.free_ids.append(gone.seq_id)
+    bare.waiting = [slot()]
+    bare._admit()
+    assert [s.seq_id for s in bare.active] == [0, 1, 2]
+
+
+def test_each_request_has_kv_room_for_its_window_and_a_longer_one_is_refused_with_the_fix(gguf_path):
+    from slmkit.errors import ContextLengthExceededError
+
+    engine = _engine(gguf_path, context_length=256, max_batch_size=2)
+    assert engine.context_length == 256
+    assert engine.scheduler.kv_cells >= 256
+    per_token = engine.kv_bytes // (3 * engine.scheduler.kv_cells)
+    assert engine.kv_bytes == 3 * engine.scheduler.kv_cells * per_token and per_token > 0
+    assert engine.memory_bytes > engine.kv_bytes
+    # two requests that each fill most of their window run side by side
+    prompt_tokens = len(engine.prepare(_request("hi", tokens=1)))
+    fill = _request("hi", tokens=256 - prompt_tokens)
+    results = _concurrently(engine, [fill, fill])
+    assert all(len(ids) > 0 for ids in results)
+    with pytest.raises(ContextLengthExceededError, match="context_length="):
+        engine.prepare(_request("hi", tokens=256 - prompt_tokens + 1))
+    engine.close()

@@ -24,6 +24,7 @@ def serve(
     max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 4096,
     default_max_tokens: Annotated[int, typer.Option(help="Tokens generated at most when a request names no max_tokens.")] = 512,  # noqa: E501
     max_batch_size: Annotated[int, typer.Option(help="Sequences decoded together per model.")] = 8,
+    context_length: Annotated[int | None, typer.Option(help="Tokens per request, prompt and answer (llama.cpp backend; each of the max-batch-size streams keeps KV room for this many). Default: the model's context, at most 4096.")] = None,  # noqa: E501
     max_queue: Annotated[int, typer.Option(help="Requests that may wait beyond the batch before the server answers 429.")] = 64,  # noqa: E501
     request_timeout: Annotated[float, typer.Option(help="Seconds a generation may run.")] = 300.0,
     write_timeout: Annotated[float, typer.Option(help="Seconds a streaming client may read nothing before it is cut off.")] = 30.0,  # noqa: E501
@@ -54,6 +55,7 @@ def serve(
         api_keys=keys, backend=backend, prefill=prefill, threads=threads,
         max_memory_bytes=parse_size(max_memory) if max_memory else None, max_body_bytes=parse_size(max_body_size),
         max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens, max_batch_size=max_batch_size,
+        context_length=context_length,
         max_queue=max_queue, request_timeout_s=request_timeout, write_timeout_s=write_timeout, cors_origins=cors_origin or [],
         allowed_hosts=allow_host or [], drain_timeout_s=drain_timeout, preload=preload, router=router,
         adapters=dict(_adapter_option(a) for a in adapter or []),

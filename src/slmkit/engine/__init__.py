@@ -180,7 +180,7 @@ PREFILL_CHOICES = ("auto", "torch", "llamacpp")
 # Options only some backends take; the others drop them.
 BACKEND_OPTIONS = {
     "torch": ("threads", "max_batch_size", "draft", "draft_tokens"),
-    "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size", "kv_tokens",
+    "llamacpp": ("threads", "context_length", "batch_size", "ubatch_size", "max_batch_size",
                  "prefix_cache_tokens", "prefix_cache_entries", "draft", "draft_tokens", "prompt_lookup",
                  "jump_forward", "prefill", "prefill_min_tokens", "prefill_dtype"),
     "onnxruntime": ("threads",),

@@ -27,7 +27,12 @@ from slmkit.engine.llamacpp_prefill import PREFILL_MIN_TOKENS
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
-from slmkit.errors import CorruptModelError, InvalidRequestError
+from slmkit.errors import ContextLengthExceededError, CorruptModelError, InvalidRequestError
+
+# The default per-request window of a model serving several streams at once: each stream keeps
+# KV room of its own, so a server of 8 streams holds 9 x 4,096 tokens of KV (~850 MB for
+# SmolLM2-135M) instead of 9 x its 8,192. A longer window is a load option (context_length).
+SERVING_CONTEXT = 4096
 
 
 def load_gguf_tokenizer(gguf_path: Path, text_side: Path | None = None):
@@ -103,10 +108,13 @@ class LlamaCppEngine:
 
     ``batch_size`` is llama.cpp's ``n_batch`` (tokens per decode call: prompt chunks plus one
     token per running stream) and ``ubatch_size`` its ``n_ubatch`` (tokens per matrix kernel
-    call); ``max_batch_size`` streams run at once; ``kv_tokens`` is the KV cache the running
-    streams share (default the model's context); ``prefix_cache_tokens`` bounds the prompt
+    call); ``max_batch_size`` streams run at once. Each stream has KV room of its own for
+    ``context_length`` tokens (prompt + answer, at most the model's context; default the
+    model's context for one stream, else at most ``SERVING_CONTEXT``), so the KV cache takes
+    ``(max_batch_size + 1) x context_length`` tokens (``kv_bytes``; SmolLM2-135M's f16 KV is
+    ~23 KB per token). ``prefix_cache_tokens`` bounds the prompt
     prefixes whose KV is kept in host memory for reuse (default half the context; 0 turns the
-    cache off; SmolLM2-135M's f16 KV is ~23 KB per token). ``draft`` names a small model
+    cache off). ``draft`` names a small model
     with the same tokenizer for speculative decoding (greedy requests only); ``prompt_lookup``
     honours requests' ``prompt_lookup_tokens`` (off by default, see docs/llamacpp.md). ``jump_forward``
     feeds the tokens a greedy request's JSON grammar forces without a decode step each (on by
@@ -120,7 +128,7 @@ class LlamaCppEngine:
 
     def __init__(self, path: Path, model_name: str | None = None, threads: int | None = 2,
                  context_length: int | None = None, batch_size: int = 512, ubatch_size: int = 512,
-                 max_batch_size: int = 8, kv_tokens: int | None = None, prefix_cache_tokens: int | None = None,
+                 max_batch_size: int = 8, prefix_cache_tokens: int | None = None,
                  prefix_cache_entries: int = 8, draft: str | None = None, draft_tokens: int = 4,
                  text_side: Path | None = None, prompt_lookup: bool = False, jump_forward: bool = True,
                  prefill: str = "auto", prefill_min_tokens: int = PREFILL_MIN_TOKENS, prefill_dtype: str | None = None):
@@ -147,21 +155,26 @@ class LlamaCppEngine:
                 self.model = _internals.LlamaModel(path_model=str(self.path), params=model_params, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise CorruptModelError(f"llama.cpp cannot load {self.path}: {exc}") from exc
-        self.context_length = min(context_length or self.model.n_ctx_train(), self.model.n_ctx_train())
-        self.vocab_size = self.model.n_vocab()
-        self.memory_bytes = self.model.size()  # the weights (the server's memory budget reads this)
-        self.batch_size = batch_size
         max_batch_size = max(1, min(max_batch_size, batch_size))  # every stream fits in one step
+        trained = self.model.n_ctx_train()
+        self.context_length = min(context_length or (trained if max_batch_size == 1 else SERVING_CONTEXT), trained)
+        self.vocab_size = self.model.n_vocab()
+        self.batch_size = batch_size
         prefix_cache = None
         if prefix_cache_tokens != 0 and prefix_cache_entries > 0:
             prefix_cache = PrefixCache(prefix_cache_entries, prefix_cache_tokens or self.context_length // 2)
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = kv_tokens or self.context_length
+        # One KV stream per sequence id (the running requests' and one for teacher-forced
+        # scoring), as llama-server -np N has it: each decode attends only over its own
+        # sequence's cells. In one unified cache every token's attention passed over all
+        # sequences' cells: 8 streams decoded ~8 % slower (docs/llamacpp.md#one-kv-stream-per-request).
+        streams = max_batch_size + 1
+        params.kv_unified = False
+        params.n_seq_max = streams
+        params.n_ctx = streams * self.context_length
         params.n_batch = batch_size
         params.n_ubatch = min(ubatch_size, batch_size)
         params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = max_batch_size + 2  # the scheduler's sequence ids (cached prefixes live in host memory)
-        params.kv_unified = True  # one pool of KV cells for all sequences, sized by kv_tokens
         params.no_perf = True
         try:
             with quiet_llama():
@@ -184,12 +197,24 @@ class LlamaCppEngine:
 
             target = SimpleNamespace(config=SimpleNamespace(vocab_size=self.vocab_size))  # what the check reads
             self.draft_model = load_draft_model(draft, target, self.tokenizer)
+        cells = llama_cpp.llama_n_ctx_seq(self.context.ctx)  # llama.cpp may round n_ctx up, never down
+        self.kv_bytes = streams * cells * self._kv_bytes_per_token()
+        # What the server's memory budget counts: the weights and the KV cache.
+        self.memory_bytes = self.model.size() + self.kv_bytes
         self.scheduler = LlamaBatchScheduler(self.context.ctx, self.vocab_size, batch_size, max_batch_size,
-                                             llama_cpp.llama_n_ctx(self.context.ctx), prefix_cache)
+                                             cells, prefix_cache)
         if not jump_forward:
             self.scheduler.max_forced = 0
         self.prefill = self._set_up_prefill(prefill, prefill_min_tokens, prefill_dtype, threads)
         self.load_time_s = time.perf_counter() - started
+
+    def _kv_bytes_per_token(self) -> int:
+        """f16 keys and values of every layer (llama.cpp's default KV type)."""
+        import llama_cpp
+
+        model = self.model.model
+        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
+        return 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
 
     def _end_of_turn_ids(self) -> set[int]:
         """generation_config.json's EOS ids when the export carries one (as the torch backend
@@ -229,6 +254,7 @@ class LlamaCppEngine:
         torch_dtype = torch_dtype or (torch.bfloat16 if fast_bf16() else torch.float32)
         model = self.model.model
         n_layer, kv_heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head_kv(model)
+        n_stream = llama_cpp.llama_n_seq_max(self.context.ctx)  # one KV stream per sequence
         head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
         config = json.loads((twin / "config.json").read_text(encoding="utf-8"))
         if (config.get("vocab_size"), config.get("num_hidden_layers"), config.get("num_key_value_heads")) != (
@@ -236,10 +262,10 @@ class LlamaCppEngine:
             return "llamacpp"
         header = self.scheduler.run_exclusive(lambda seq_id: learn_layout(
             self.context.ctx, lambda s: self._decode(s, [min(self.eos_ids, default=0)], 0, every_row=False),
-            seq_id, n_layer, kv_heads * head_dim))
+            seq_id, n_stream, n_layer, kv_heads * head_dim))
         if header is None:
             return "llamacpp"
-        self.scheduler.torch_prefill = TorchPrefill(twin, torch_dtype, header, n_layer, head_dim, threads)
+        self.scheduler.torch_prefill = TorchPrefill(twin, torch_dtype, header, n_stream, n_layer, head_dim, threads)
         # The float model joins at the first long prompt; the server's memory budget counts it now
         # (its float32 safetensors, scaled to the dtype it runs in).
         stored = sum(f.stat().st_size for f in twin.glob("*.safetensors"))
@@ -257,7 +283,15 @@ class LlamaCppEngine:
         return len(render_prompt(self.tokenizer, request))
 
     def prepare(self, request: GenerationRequest) -> list[int]:
-        return prepare_prompt(self.tokenizer, request, self.context_length)
+        try:
+            return prepare_prompt(self.tokenizer, request, self.context_length)
+        except ContextLengthExceededError as exc:
+            trained = self.model.n_ctx_train()
+            if self.context_length >= trained:
+                raise
+            raise ContextLengthExceededError(
+                f"{exc} This engine keeps {self.context_length} tokens per request; the model takes up to "
+                f"{trained}: load it with context_length={trained} (slm serve --context-length {trained}).") from exc
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter

@@ -6,8 +6,13 @@ docs/llamacpp.md#prefill-in-pytorch). Decoding stays on llama.cpp, which is fast
 cold long prompt is run through the float model once, and its keys and values are written
 into llama.cpp's KV cache in the layout ``llama_state_seq_set_data`` reads back:
 
-    header | n_stream | cell_count | per cell (pos, n_seq_id = 1, seq_id) | v_trans | n_layer
-           | per layer (type, row bytes, one row of keys per cell) | the same for values
+    header | n_stream | per stream: cell_count, and when it is not 0: per cell (pos,
+    n_seq_id = 1, seq_id) | v_trans | n_layer | per layer (type, row bytes, one row of keys per
+    cell) | the same for values
+
+Each sequence has a KV stream of its own, so a sequence's state holds one stream with cells
+and ``n_stream - 1`` empty ones; llama.cpp reads the cells into the stream of the sequence it
+restores, whichever stream they were written from (here: the first).
 
 The header (a magic and a format version) and the layout are learned from a state llama.cpp
 itself writes at load (one token), and checked: a llama.cpp whose layout differs (transposed
@@ -41,8 +46,10 @@ class TorchPrefill:
     """The float model of a GGUF (same weights), run to prefill long prompts for llama.cpp. The
     model is loaded at the first long prompt (a CLI call that never sees one never pays for it)."""
 
-    def __init__(self, twin: Path, dtype: torch.dtype, header: bytes, n_layer: int, head_dim: int, threads: int):
-        self.twin, self.dtype, self.header, self.n_layer, self.threads = twin, dtype, header, n_layer, threads
+    def __init__(self, twin: Path, dtype: torch.dtype, header: bytes, n_stream: int, n_layer: int, head_dim: int,
+                 threads: int):
+        self.twin, self.dtype, self.header, self.threads = twin, dtype, header, threads
+        self.n_stream, self.n_layer = n_stream, n_layer
         half = head_dim // 2
         self.key_order = torch.tensor([j for i in range(half) for j in (i, i + half)])
         self.model = None
@@ -74,18 +81,21 @@ class TorchPrefill:
     def state(self, count: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> bytes:
         cells = np.zeros(count, dtype=CELL)
         cells["pos"], cells["n_seq_id"] = np.arange(count), 1
-        parts = [self.header, struct.pack("<II", 1, count), cells.tobytes(), struct.pack("<II", 0, self.n_layer)]
+        parts = [self.header, struct.pack("<II", self.n_stream, count), cells.tobytes(),
+                 struct.pack("<II", 0, self.n_layer)]
         for rows in (keys, values):
             for tensor in rows:
                 data = tensor.to(torch.float16).contiguous().numpy()
                 parts += [struct.pack("<iQ", GGML_TYPE_F16, data.shape[1] * 2), data.tobytes()]
+        parts.append(bytes(4 * (self.n_stream - 1)))  # the other streams: no cells
         return b"".join(parts)
 
 
-def learn_layout(ctx, decode_one, seq_id: int, n_layer: int, row_values: int) -> bytes | None:
+def learn_layout(ctx, decode_one, seq_id: int, n_stream: int, n_layer: int, row_values: int) -> bytes | None:
     """The header llama.cpp writes before a sequence's KV, learned from a one-token state it
-    writes itself (``decode_one(seq_id)`` puts one token at position 0); None when its layout is
-    not the one :class:`TorchPrefill` writes."""
+    writes itself (``decode_one(seq_id)`` puts one token at position 0 of sequence ``seq_id``,
+    whose KV stream is stream ``seq_id`` of ``n_stream``); None when its layout is not the one
+    :class:`TorchPrefill` writes."""
     import llama_cpp
 
     decode_one(seq_id)
@@ -93,11 +103,13 @@ def learn_layout(ctx, decode_one, seq_id: int, n_layer: int, row_values: int) ->
     buffer = (ctypes.c_uint8 * size)()
     written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id)
     data = bytes(buffer[:written])
-    body = struct.pack("<IIiIi", 1, 1, 0, 1, seq_id) + struct.pack("<II", 0, n_layer)
+    stream = seq_id if n_stream > 1 else 0
+    body = (struct.pack("<I", n_stream) + bytes(4 * stream) + struct.pack("<IiIi", 1, 0, 1, seq_id)
+            + struct.pack("<II", 0, n_layer))
     at = data.find(body)
-    expected = len(body) + 2 * n_layer * (12 + 2 * row_values)
+    expected = len(body) + 2 * n_layer * (12 + 2 * row_values) + 4 * (n_stream - stream - 1)
     if at < 0 or len(data) - at != expected or struct.unpack_from("<iQ", data, at + len(body)) != (
-            GGML_TYPE_F16, 2 * row_values):
+            GGML_TYPE_F16, 2 * row_values) or any(data[at + expected - 4 * (n_stream - stream - 1):]):
         log.info("llama.cpp's sequence state layout is not the one expected; long prompts prefill on llama.cpp")
         return None
     return data[:at]

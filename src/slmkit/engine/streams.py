@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -67,18 +68,44 @@ class _LoopWaker:
             self.pending.append(future)
             if len(self.pending) > 1:
                 return  # a drain is scheduled and has not run yet: it takes this one too
+        handled = threading.Event()
         try:
-            self.loop.call_soon_threadsafe(self._drain)
+            self.loop.call_soon_threadsafe(self._drain, handled)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             with self.lock:
                 self.pending.clear()
+            return
+        events = getattr(_woken, "events", None)
+        if events is not None:  # this producer waits for its readers (wait_for_readers)
+            events.append(handled)
 
-    def _drain(self) -> None:
+    def _drain(self, handled: threading.Event) -> None:
         with self.lock:
             pending, self.pending = self.pending, []
         for future in pending:
             if not future.done():
                 future.set_result(None)
+        # after the readers it woke have run up to their next wait (their wake-ups were queued first)
+        self.loop.call_soon(handled.set)
+
+
+_woken = threading.local()
+
+
+def wait_for_readers(timeout_s: float) -> None:
+    """Wait (at most ``timeout_s`` in all) until the event-loop readers this thread woke since
+    its last call have taken their chunks (a producer that never calls this keeps nothing)."""
+    events = getattr(_woken, "events", None)
+    if events is None:
+        _woken.events = []  # from now on this thread's wake-ups are kept to be waited for
+        return
+    if not events:
+        return
+    deadline = time.monotonic() + timeout_s
+    for event in events:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            break
+    events.clear()
 
 
 _wakers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

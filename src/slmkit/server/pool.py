@@ -181,7 +181,8 @@ class ModelPool:
                 _warm_up(engine)
             elif kind == "chat":
                 engine = load_engine(reference, backend=self.settings.backend, threads=self.settings.threads,
-                                     max_batch_size=self.settings.max_batch_size, prefill=self.settings.prefill)
+                                     max_batch_size=self.settings.max_batch_size, prefill=self.settings.prefill,
+                                     context_length=self.settings.context_length)
                 _warm_up(engine)
             else:
                 from slmkit.embeddings import load_embedding_model

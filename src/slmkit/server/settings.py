@@ -20,6 +20,7 @@ class ServerSettings:
     max_tokens_limit: int = 4096  # the most a request may ask for
     default_max_tokens: int = 512  # used when a request names no max_tokens
     max_batch_size: int = 8  # sequences decoded together per model
+    context_length: int | None = None  # llama.cpp: tokens per request (default: the engine's)
     max_queue: int = 64  # requests waiting beyond the batch before 429
     request_timeout_s: float = 300.0
     write_timeout_s: float = 30.0  # a streaming client that reads nothing this long is cut off
