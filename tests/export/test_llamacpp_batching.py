@@ -365,6 +365,14 @@ def test_bf16_prefill_and_refusals(gguf_path, tmp_path):
 
     hybrid = _engine(gguf_path, prefill="torch", prefill_dtype="bfloat16", prefill_min_tokens=16)
     try:
+        # PyTorch work of a llama.cpp engine runs on its scheduler thread: where llama.cpp is
+        # built with OpenMP it shares PyTorch's runtime, and an OpenMP thread pool made by
+        # another thread throttles every barrier of llama.cpp's decoding (docs/llamacpp.md)
+        prefill, loaded_on = hybrid.scheduler.torch_prefill, []
+        load = prefill.load
+        prefill.load = lambda: loaded_on.append(threading.current_thread().name) or load()
+        hybrid.preload()
+        assert loaded_on == ["slmkit-llamacpp-scheduler"]
         result = list(hybrid.stream(_request(LONG, tokens=8)))
         assert result[-1].finish_reason in ("stop", "length") and len(_ids(result)) >= 1
     finally:

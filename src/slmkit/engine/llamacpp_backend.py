@@ -277,7 +277,7 @@ class LlamaCppEngine:
         """Load now what would load at first use (the PyTorch prefill model): a server calls this
         at start so its first long prompt is not the one that waits."""
         if self.scheduler is not None and self.scheduler.torch_prefill is not None:
-            self.scheduler.torch_prefill.load()
+            self.scheduler.run_exclusive(lambda _: self.scheduler.torch_prefill.load())
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(render_prompt(self.tokenizer, request))

@@ -247,8 +247,11 @@ class LlamaBatchScheduler:
         return True
 
     def _step(self) -> None:
-        batch, fed = self.batch, []
-        used = outputs = 0  # tokens in the batch; of them, those whose logits llama.cpp keeps
+        batch = self.batch
+        # What each sequence feeds this step: decoding ones first (their next token, forced
+        # tokens and drafts), then prompt chunks in the room left, up to n_batch tokens.
+        plan: dict[int, tuple[list[int], list[int] | None, bool]] = {}  # seq id -> tokens, draft, chunk done
+        used = 0
         for slot in self.active:
             if slot.prefilling:
                 continue
@@ -257,24 +260,36 @@ class LlamaBatchScheduler:
             if used and used + len(slot.todo) > self.n_batch:
                 continue  # its forced tokens do not fit beside the others: next step
             draft = self._draft(slot, room=self.n_batch - used - len(slot.todo))
-            tokens = slot.todo + draft
-            self._add(used, tokens, slot, logits=True)
-            for forced in range(len(slot.todo) - 1):  # nothing is chosen after a forced token
-                self.batch.logits[used + forced] = False
-            fed.append(_Fed(slot, len(tokens), draft, row=outputs))
-            used += len(tokens)
-            outputs += len(draft) + 1
+            plan[slot.seq_id] = (slot.todo + draft, draft, True)
+            used += len(slot.todo) + len(draft)
         for slot in self.active:
             if not slot.prefilling or used >= self.n_batch:
                 continue
             chunk = slot.todo[: self.n_batch - used]
-            self._add(used, chunk, slot, logits=False)
             done = len(chunk) == len(slot.todo)
-            if done:
-                batch.logits[used + len(chunk) - 1] = True
-            fed.append(_Fed(slot, len(chunk), [] if done else None, row=outputs if done else -1))
+            plan[slot.seq_id] = (chunk, [] if done else None, done)
             used += len(chunk)
-            outputs += done
+        # Written in sequence-id order (self.active is kept in it): llama.cpp splits a batch whose
+        # ids do not run consecutively into micro-batches of their own.
+        fed, at, outputs = [], 0, 0
+        for slot in self.active:
+            if slot.seq_id not in plan:
+                continue
+            tokens, draft, done = plan[slot.seq_id]
+            self._add(at, tokens, slot, logits=False)
+            if slot.prefilling:
+                if done:
+                    batch.logits[at + len(tokens) - 1] = True
+                fed.append(_Fed(slot, len(tokens), draft, row=outputs if done else -1))
+                outputs += done
+            else:
+                # the last forced token and every draft have logits; nothing is chosen after the
+                # forced tokens before it
+                for i in range(len(slot.todo) - 1, len(tokens)):
+                    batch.logits[at + i] = True
+                fed.append(_Fed(slot, len(tokens), draft, row=outputs))
+                outputs += len(draft) + 1
+            at += len(tokens)
         batch.n_tokens = used
         # The server's event loop writes the last step's tokens out before llama.cpp starts:
         # run beside llama.cpp's threads on the same cores, it held one of them up at every
