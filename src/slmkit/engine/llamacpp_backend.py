@@ -12,7 +12,9 @@ bare ``.gguf`` file the tokenizer is rebuilt from the file's own metadata by tra
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import logging
 import threading
 import time
 import weakref
@@ -72,6 +74,63 @@ def has_amx() -> bool:
 
 
 _params_lock = threading.Lock()
+_warned_openmp = False
+log = logging.getLogger(__name__)
+
+
+def uses_openmp() -> bool:
+    """Whether this llama.cpp build runs its threads on OpenMP (the one PyTorch loads too)."""
+    from llama_cpp import llama_cpp as low_level
+
+    return b"OPENMP = 1" in low_level.llama_print_system_info()
+
+
+class _ThreadpoolParams(ctypes.Structure):  # ggml.h's struct ggml_threadpool_params
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
+                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
+
+
+def _ggml_cpu():
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"))
+    lib.ggml_threadpool_new.restype = ctypes.c_void_p
+    lib.ggml_threadpool_new.argtypes = [ctypes.POINTER(_ThreadpoolParams)]
+    lib.ggml_threadpool_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def attach_threadpool(ctx, threads: int):
+    """A ggml thread pool kept for the context's life (llama-server attaches one the same way),
+    where llama.cpp is built without OpenMP; None (nothing to do) where it uses OpenMP.
+
+    Built with OpenMP, llama.cpp shares PyTorch's OpenMP runtime in one process, and once another
+    thread has run PyTorch work (an embedding request, a model load) libgomp counts more threads
+    than cores and stops spinning at barriers: llama.cpp then sleeps and wakes at every barrier
+    of a step, 8 streams decoded 27 % slower (docs/llamacpp.md#openmp). ``make install`` builds
+    llama.cpp without OpenMP; without a pool of its own, ggml would then start threads for every
+    decode call.
+    """
+    import llama_cpp
+
+    if uses_openmp():
+        global _warned_openmp
+        if not _warned_openmp:
+            _warned_openmp = True
+            log.warning("llama.cpp here is built with OpenMP, which PyTorch in this process shares: after PyTorch "
+                        "work on another thread llama.cpp decodes up to ~27 %% slower. `make install` builds it "
+                        "without OpenMP (CMAKE_ARGS=-DGGML_OPENMP=OFF).")
+        return None
+    libdir = Path(llama_cpp.__file__).parent / "lib"
+    params = _ThreadpoolParams()
+    ctypes.CDLL(str(libdir / "libggml-base.so")).ggml_threadpool_params_init(ctypes.byref(params), threads)
+    pool = _ggml_cpu().ggml_threadpool_new(ctypes.byref(params))
+    if not pool:
+        return None  # ggml starts threads per call, as before
+    llama = ctypes.CDLL(str(libdir / "libllama.so"))
+    llama.llama_attach_threadpool.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    llama.llama_attach_threadpool(ctx, pool, pool)
+    return pool
 
 
 def open_llama(path: Path, **options):
@@ -182,8 +241,9 @@ class LlamaCppEngine:
         except ValueError as exc:
             self.model.close()
             raise CorruptModelError(f"llama.cpp cannot make a context for {self.path}: {exc}") from exc
+        self.threadpool = attach_threadpool(self.context.ctx, threads)
         # Close before interpreter shutdown: llama-cpp-python's own __del__ fails at that point.
-        self._finalizer = weakref.finalize(self, _close_native, self.context, self.model)
+        self._finalizer = weakref.finalize(self, _close_native, self.context, self.model, self.threadpool)
         self.eos_ids = self._end_of_turn_ids()
         self.draft_model, self.draft_tokens = None, draft_tokens
         # Requests' prompt_lookup_tokens are honoured only when asked for at load: on quantized
@@ -390,7 +450,9 @@ class LlamaCppEngine:
         self._finalizer()
 
 
-def _close_native(context, model) -> None:
+def _close_native(context, model, threadpool) -> None:
     with quiet_llama():
         context.close()
         model.close()
+    if threadpool is not None:
+        _ggml_cpu().ggml_threadpool_free(threadpool)
