@@ -129,7 +129,8 @@ def attach_threadpool(ctx, threads: int):
         return None  # ggml starts threads per call, as before
     llama = ctypes.CDLL(str(libdir / "libllama.so"))
     llama.llama_attach_threadpool.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    llama.llama_attach_threadpool(ctx, pool, pool)
+    with quiet_llama():  # it logs a line per call
+        llama.llama_attach_threadpool(ctx, pool, pool)
     return pool
 
 
