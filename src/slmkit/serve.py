@@ -93,6 +93,7 @@ def serve(settings: ServerSettings) -> None:
     import uvicorn
 
     from slmkit.server.app import create_app
+    from slmkit.server.http_protocol import http_protocol
 
     warning = exposure_warning(settings)
     if warning:
@@ -109,7 +110,7 @@ def serve(settings: ServerSettings) -> None:
 
     config = uvicorn.Config(create_app(settings, on_fatal=on_fatal), host=settings.host, port=settings.port,
                             log_level="info", timeout_graceful_shutdown=int(settings.drain_timeout_s),
-                            server_header=False)
+                            server_header=False, http=http_protocol())
     server = uvicorn.Server(config)
     server.run()
     if failures:

@@ -75,6 +75,7 @@ class LiveServer:
         import uvicorn
 
         from slmkit.server.app import create_app
+        from slmkit.server.http_protocol import http_protocol
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -83,7 +84,7 @@ class LiveServer:
         self.app = create_app(settings)
         self.url = f"http://127.0.0.1:{settings.port}"
         self.server = uvicorn.Server(uvicorn.Config(CaptureErrorBodies(self.app), host="127.0.0.1", port=settings.port,
-                                                    log_level="warning"))
+                                                    log_level="warning", http=http_protocol()))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

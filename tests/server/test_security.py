@@ -4,6 +4,7 @@ malformed bodies that must be 4xx, never 5xx, never leaking internals."""
 import base64
 import json
 import re
+import socket
 import time
 
 import httpx
@@ -183,3 +184,24 @@ def test_fuzzed_bodies_never_cause_5xx(server, model_id):
                                  headers={"Content-Type": "application/json"})
             assert response.status_code < 500, (path, body, response.text[:300])
             assert "error" in response.json() or response.status_code == 200
+
+
+def test_request_heads_are_bounded_but_bodies_and_kept_alive_connections_are_not(server):
+    """httptools (the parser `slm serve` runs when installed) has no bound on a request head of
+    its own: server/http_protocol.py adds h11's. A head just under the bound, a body far over it
+    and several requests on one connection still work."""
+    from slmkit.server.http_protocol import MAX_HEAD_BYTES, http_protocol
+
+    assert http_protocol() != "h11", "httptools is a dependency: the bounded protocol should be the one in use"
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as raw:
+        raw.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES * 4))
+        raw.settimeout(5)
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431")
+    near = {"X-Near": "a" * (MAX_HEAD_BYTES - 1024)}
+    assert httpx.get(server.url + "/health", headers=near).status_code == 200
+    with httpx.Client() as client:  # one kept-alive connection, several requests
+        for _ in range(3):
+            big = {"model": "m", "messages": [{"role": "user", "content": "hi " * 30_000}], "max_tokens": 1}
+            assert client.post(server.url + "/v1/chat/completions", json=big).status_code in (200, 400, 404)
+            assert client.get(server.url + "/health").status_code == 200
