@@ -143,7 +143,7 @@ def evaluate(model: str, data: str | Path | None = None, text: str | Path | None
     tasks = load_tasks(data) if data is not None else None
     if text is not None and not Path(text).is_file():
         raise DataError(f"No such text file: {text}")
-    engine = load_engine(model, backend=backend)
+    engine = load_engine(model, backend=backend, max_batch_size=1)  # one task at a time
     result = EvalResult(engine.model_name, backend)
     try:
         if tasks is not None:

@@ -40,7 +40,11 @@ def quiet_libraries() -> None:
 
 
 def load_with_progress(reference: str, backend: str = "auto", **options):
-    """Load an engine, showing a progress bar while a built-in model is imported the first time."""
+    """Load an engine, showing a progress bar while a built-in model is imported the first time.
+
+    One stream unless ``max_batch_size`` says otherwise: a CLI verb asks one thing at a time,
+    and llama.cpp keeps KV room for every stream it may run."""
+    options.setdefault("max_batch_size", 1)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     quiet_libraries()

@@ -59,8 +59,7 @@ def generate(
 
     if prompt == "-":
         prompt = sys.stdin.read()
-    engine = load_with_progress(model, backend, draft=draft, draft_tokens=draft_tokens, prefill=prefill,
-                                max_batch_size=1)  # one prompt: no KV room kept for other streams
+    engine = load_with_progress(model, backend, draft=draft, draft_tokens=draft_tokens, prefill=prefill)
     request = build_request(prompt, chat=not raw, system=system, max_new_tokens=max_tokens, stop=stop,
                             temperature=temperature, top_p=top_p, top_k=top_k,
                             repetition_penalty=repetition_penalty, seed=seed)
@@ -109,8 +108,7 @@ def chat(
 
         engine = RemoteEngine(url, model=model, api_key=api_key)
     else:
-        engine = load_with_progress(model or "smollm2-135m", backend, draft=draft, draft_tokens=draft_tokens,
-                                    max_batch_size=1)
+        engine = load_with_progress(model or "smollm2-135m", backend, draft=draft, draft_tokens=draft_tokens)
     conversation = Conversation(engine, system=system, max_new_tokens=max_tokens,
                                 sampling=SamplingParams(temperature, top_p, top_k, repetition_penalty, seed))
     err.print(f"[bold]{engine.model_name}[/bold] ready. /reset clears the history, /exit quits.")

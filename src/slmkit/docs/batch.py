@@ -46,7 +46,9 @@ class Extractor:
         # of 12 held-out extractions identical to plain greedy decoding (bench/prompt_lookup.py
         # --task extract, idle): multi-token verification is not bit-identical there, and an
         # extraction must not depend on how it was decoded.
-        engine = load_engine(self.model, prefix_cache_tokens=0, **({"threads": self.threads} if self.threads else {}))
+        # One stream: a worker reads one document at a time (llama.cpp keeps KV room per stream).
+        engine = load_engine(self.model, prefix_cache_tokens=0, max_batch_size=1,
+                             **({"threads": self.threads} if self.threads else {}))
         fixed = load_schema(self.schema) if self.schema else None
         embedder = None
         if fixed is None:  # the kind is classified by the embedding centroids (slmkit.docs.classify)
