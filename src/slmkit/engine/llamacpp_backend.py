@@ -29,7 +29,7 @@ from slmkit.engine.llamacpp_prefill import PREFILL_MIN_TOKENS
 from slmkit.engine.sampling import Sampler
 from slmkit.engine.sequence import SequenceState
 from slmkit.engine.torch_backend import check_scoring_window, load_tokenizer, prepare_prompt, render_prompt
-from slmkit.errors import ContextLengthExceededError, CorruptModelError, InvalidRequestError
+from slmkit.errors import CorruptModelError, InvalidRequestError
 
 # The default per-request window of a model serving several streams at once: each stream keeps
 # KV room of its own, so a server of 8 streams holds 9 x 4,096 tokens of KV (~850 MB for
@@ -259,7 +259,8 @@ class LlamaCppEngine:
             target = SimpleNamespace(config=SimpleNamespace(vocab_size=self.vocab_size))  # what the check reads
             self.draft_model = load_draft_model(draft, target, self.tokenizer)
         cells = llama_cpp.llama_n_ctx_seq(self.context.ctx)  # llama.cpp may round n_ctx up, never down
-        self.kv_bytes = streams * cells * self._kv_bytes_per_token()
+        n_layer, kv_heads, head_dim = self._kv_shape()
+        self.kv_bytes = streams * cells * 2 * 2 * n_layer * kv_heads * head_dim  # f16 keys and values, every layer
         # What the server's memory budget counts: the weights and the KV cache.
         self.memory_bytes = self.model.size() + self.kv_bytes
         self.scheduler = LlamaBatchScheduler(self.context.ctx, self.vocab_size, batch_size, max_batch_size,
@@ -269,13 +270,13 @@ class LlamaCppEngine:
         self.prefill = self._set_up_prefill(prefill, prefill_min_tokens, prefill_dtype, threads)
         self.load_time_s = time.perf_counter() - started
 
-    def _kv_bytes_per_token(self) -> int:
-        """f16 keys and values of every layer (llama.cpp's default KV type)."""
+    def _kv_shape(self) -> tuple[int, int, int]:
+        """(layers, KV heads, head dimension) of the model."""
         import llama_cpp
 
         model = self.model.model
         head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
-        return 2 * 2 * llama_cpp.llama_model_n_layer(model) * llama_cpp.llama_model_n_head_kv(model) * head_dim
+        return llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head_kv(model), head_dim
 
     def _end_of_turn_ids(self) -> set[int]:
         """generation_config.json's EOS ids when the export carries one (as the torch backend
@@ -313,10 +314,8 @@ class LlamaCppEngine:
             return "llamacpp"
         torch_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32, None: None}[dtype]
         torch_dtype = torch_dtype or (torch.bfloat16 if fast_bf16() else torch.float32)
-        model = self.model.model
-        n_layer, kv_heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head_kv(model)
+        n_layer, kv_heads, head_dim = self._kv_shape()
         n_stream = llama_cpp.llama_n_seq_max(self.context.ctx)  # one KV stream per sequence
-        head_dim = llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
         config = json.loads((twin / "config.json").read_text(encoding="utf-8"))
         if (config.get("vocab_size"), config.get("num_hidden_layers"), config.get("num_key_value_heads")) != (
                 self.vocab_size, n_layer, kv_heads):
@@ -344,15 +343,7 @@ class LlamaCppEngine:
         return len(render_prompt(self.tokenizer, request))
 
     def prepare(self, request: GenerationRequest) -> list[int]:
-        try:
-            return prepare_prompt(self.tokenizer, request, self.context_length)
-        except ContextLengthExceededError as exc:
-            trained = self.model.n_ctx_train()
-            if self.context_length >= trained:
-                raise
-            raise ContextLengthExceededError(
-                f"{exc} This engine keeps {self.context_length} tokens per request; the model takes up to "
-                f"{trained}: load it with context_length={trained} (slm serve --context-length {trained}).") from exc
+        return prepare_prompt(self.tokenizer, request, self.context_length, self.model.n_ctx_train())
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         from slmkit.engine.drafting import ModelDrafter, PromptLookupDrafter

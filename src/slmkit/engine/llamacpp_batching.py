@@ -90,8 +90,8 @@ class LlamaBatchScheduler:
         # (last logits, sequence state)) when the engine set one (engine/llamacpp_prefill.py).
         self.torch_prefill = None
         self.prefill_min_tokens = PREFILL_MIN_TOKENS
-        # One id per running request, one for teacher-forced scoring (the engine's n_seq_max).
-        self.sequence_count = max_batch_size + 1
+        # One id per running request, one for teacher-forced scoring: the context's n_seq_max.
+        self.sequence_count = llama_cpp.llama_n_seq_max(ctx)
         self.free_ids = list(range(self.sequence_count))
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.pending: queue.Queue = queue.Queue()

@@ -68,25 +68,26 @@ class _LoopWaker:
             self.pending.append(future)
             if len(self.pending) > 1:
                 return  # a drain is scheduled and has not run yet: it takes this one too
-        handled = threading.Event()
+        events = getattr(_woken, "events", None)  # set when this producer waits for its readers
+        handled = threading.Event() if events is not None else None
         try:
             self.loop.call_soon_threadsafe(self._drain, handled)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             with self.lock:
                 self.pending.clear()
             return
-        events = getattr(_woken, "events", None)
-        if events is not None:  # this producer waits for its readers (wait_for_readers)
+        if handled is not None:
             events.append(handled)
 
-    def _drain(self, handled: threading.Event) -> None:
+    def _drain(self, handled: threading.Event | None) -> None:
         with self.lock:
             pending, self.pending = self.pending, []
         for future in pending:
             if not future.done():
                 future.set_result(None)
-        # after the readers it woke have run up to their next wait (their wake-ups were queued first)
-        self.loop.call_soon(handled.set)
+        if handled is not None:
+            # after the readers it woke have run up to their next wait (their wake-ups were queued first)
+            self.loop.call_soon(handled.set)
 
 
 _woken = threading.local()

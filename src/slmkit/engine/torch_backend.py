@@ -82,13 +82,22 @@ def render_prompt(tokenizer, request: GenerationRequest) -> list[int]:
     return tokenizer(request.prompt)["input_ids"]
 
 
-def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int) -> None:
+def check_context(prompt_tokens: int, max_new_tokens: int, context_length: int,
+                  model_context: int | None = None) -> None:
+    """Refuse prompt + answer beyond ``context_length``; ``model_context``: the model's own,
+    when the engine keeps a shorter window per request (the fix is then to load a longer one)."""
     if prompt_tokens + max_new_tokens > context_length:
         over = prompt_tokens + max_new_tokens - context_length
+        if model_context is None or model_context <= context_length:
+            limit, fix = "the model's context", ""
+        else:
+            limit = "this engine's context per request"
+            fix = (f" Or load the model with context_length={model_context}, its own context "
+                   f"(slm serve --context-length {model_context}).")
         raise ContextLengthExceededError(
             f"The prompt takes {prompt_tokens} tokens and {max_new_tokens} more were asked for, "
-            f"{over} over the model's context of {context_length} tokens. "
-            "Shorten the prompt or lower max_tokens."
+            f"{over} over {limit} of {context_length} tokens. "
+            f"Shorten the prompt or lower max_tokens.{fix}"
         )
 
 
@@ -165,14 +174,15 @@ def check_scoring_window(tokens: int, context_length: int) -> None:
         )
 
 
-def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int) -> list[int]:
+def prepare_prompt(tokenizer, request: GenerationRequest, context_length: int,
+                   model_context: int | None = None) -> list[int]:
     """Validate ``request`` and return its prompt ids; raises before any work is done.
-    Every backend prepares requests this way."""
+    Every backend prepares requests this way (``model_context``: see :func:`check_context`)."""
     from slmkit.engine.constrained import bind
 
     request.validate()
     prompt_ids = render_prompt(tokenizer, request)
-    check_context(len(prompt_ids), request.max_new_tokens, context_length)
+    check_context(len(prompt_ids), request.max_new_tokens, context_length, model_context)
     bind(request, tokenizer)  # a json_schema becomes request.sampling.grammar
     return prompt_ids
 
